@@ -69,7 +69,7 @@ class ModelManager:
             interval=settings.health_check_interval,
             timeout=settings.health_check_timeout,
         )
-        self.monitor = HealthMonitor(self, self.health)
+        self.monitor = HealthMonitor(self.models, self.health)
 
     def get(self, uid: str) -> RunningModel:
         model = self.models.get(uid)

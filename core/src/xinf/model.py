@@ -13,9 +13,9 @@ from typing import Any
 from xinf.downloads import Download
 from xinf.engine import Chunk, EmbedRequest, EmbedResult, GenerateRequest, ModelSpec
 from xinf.errors import Overloaded, Unavailable, XinfError
-from xinf.metrics import ReplicaStats
 from xinf.replica.handle import KEEPALIVE, ReplicaDied, ReplicaHandle
 from xinf.schemas import LaunchRequest
+from xinf.stats import ReplicaStats
 
 log = logging.getLogger(__name__)
 

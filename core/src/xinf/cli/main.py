@@ -7,45 +7,14 @@ Only click is imported here; each command imports what it needs, so
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Any
 
 import click
 
+from xinf.cli import ops
+from xinf.cli.options import client, echo_json, endpoint_option, json_option
 from xinf.cli.table import render
-
-DEFAULT_ENDPOINT = "http://127.0.0.1:9997"
-
-
-def endpoint_option(f: Any) -> Any:
-    f = click.option(
-        "-e",
-        "--endpoint",
-        default=lambda: os.environ.get("XINFERENCE_ENDPOINT", DEFAULT_ENDPOINT),
-        show_default="$XINFERENCE_ENDPOINT or " + DEFAULT_ENDPOINT,
-        help="URL of the xinf server.",
-    )(f)
-    f = click.option(
-        "--api-key",
-        default=lambda: os.environ.get("XINF_API_KEY"),
-        help="API key for a server started with --api-key ($XINF_API_KEY).",
-    )(f)
-    return f
-
-
-def json_option(f: Any) -> Any:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
-
-
-def client(endpoint: str, api_key: str | None, timeout: float | None = 30.0) -> Any:
-    from xinf.cli.client import Client
-
-    return Client(endpoint, api_key, timeout)
-
-
-def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -509,9 +478,7 @@ def devices(endpoint: str, api_key: str | None, as_json: bool) -> None:
     click.echo(render(["NODE", *headers] if nodes else headers, rows))
 
 
-from xinf.cli import ops  # noqa: E402  (registers cached, remove-cache, virtualenvs)
-
-ops.register(cli)
+ops.register(cli)  # cached, remove-cache, virtualenvs
 
 
 def main() -> None:

@@ -6,12 +6,11 @@ from typing import Any
 
 import click
 
+from xinf.cli.options import client, echo_json, endpoint_option, json_option
 from xinf.cli.table import render, size
 
 
 def register(cli: click.Group) -> None:
-    from xinf.cli.main import client, echo_json, endpoint_option, json_option
-
     @cli.command()
     @click.option("--model-name", help="Only repositories whose name contains this.")
     @endpoint_option

@@ -42,7 +42,7 @@ async def metrics(request: Request) -> Response:
     if request.app.state.exporter is None:  # prometheus_client is imported on the first scrape
         from xinf.metrics import Exporter
 
-        request.app.state.exporter = Exporter(st.manager)
+        request.app.state.exporter = Exporter(st.manager.models)
     body, content_type = request.app.state.exporter.render()
     return Response(body, media_type=content_type)
 
