@@ -156,23 +156,19 @@ class ModelManager:
                 )
             hardware = await asyncio.to_thread(self.hardware)
             placements = self._plan(model, hardware, model.request.replica)
-            for pl in placements:
-                self.ledger.add(f"{uid}/{pl.replica}", pl)
-            model.replicas = [self._replica(model, pl) for pl in placements]
-            results = await asyncio.gather(*(r.start() for r in model.replicas), return_exceptions=True)
-            failures = [r for r in results if isinstance(r, BaseException)]
+            model.replicas = self._reserve(model, placements)  # listed before they start: cancel() stops them
+            failure = await _start_all(model.replicas)
             if model.cancelled:
                 raise LaunchCancelled(f"the launch of {uid!r} was cancelled while loading", code="cancelled")
-            if failures:
-                raise failures[0]
+            if failure is not None:
+                raise failure
         except BaseException as exc:
             if isinstance(exc, LaunchCancelled):
                 log.info("launch of %s cancelled", uid)
             model.status = "failed"
             model.error = str(exc)
             self.models.pop(uid, None)
-            self.ledger.release(f"{uid}/")
-            await asyncio.gather(*(r.stop() for r in model.replicas), return_exceptions=True)
+            await self._roll_back(model.replicas, [f"{uid}/"])
             raise
         model.status = "ready"
         self.monitor.start()
@@ -227,10 +223,7 @@ class ModelManager:
         on_exit = lambda r, code, m=model: self._on_exit(m, r, code)  # noqa: E731
         if self.cluster is not None and pl.node is not None and pl.node != self.cluster.local_node:
             # Another machine: its own environment, plus what the model asks for and the device visibility.
-            env = dict(model.request.envs or {})
-            if pl.node in self.gpu_nodes or pl.devices:
-                env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in pl.devices)
-            env.setdefault("PYTHONUNBUFFERED", "1")
+            env = self._replica_env(model, pl, base={})
             if model.python != sys.executable:
                 log.warning("%s runs on another node: the model's virtual environment is not used there", name)
             return self.cluster.replica(
@@ -244,20 +237,36 @@ class ModelManager:
         env = dict(os.environ)
         env.pop("XINF_API_KEY", None)  # replicas never need the server's key; an engine could print its env
         env.pop("XINFERENCE_CSG_TOKEN", None)
-        env.update(model.request.envs or {})
-        if pl.node in self.gpu_nodes or pl.devices:  # a CPU replica on a GPU machine sees no GPU
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in pl.devices)
-        env.setdefault("PYTHONUNBUFFERED", "1")
         return ProcessReplica(
             name=name,
             launch=self._launch(model, pl),
-            env=env,
+            env=self._replica_env(model, pl, base=env),
             log_path=self.settings.home / "logs" / "models" / model.uid / f"replica-{index}.log",
             socket_path=self.rundir / f"{abs(hash(model.uid)) % 10**8}-{index}-{time.monotonic_ns() % 10**6}.sock",
             python=model.python,
             on_exit=on_exit,
             health=self.health,
         )
+
+    def _replica_env(self, model: RunningModel, pl: Any, *, base: dict[str, str]) -> dict[str, str]:
+        """``base`` plus the model's ``envs``, the devices it may see, and unbuffered output."""
+        env = {**base, **(model.request.envs or {})}
+        if pl.node in self.gpu_nodes or pl.devices:  # a CPU replica on a GPU machine sees no GPU
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in pl.devices)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def _reserve(self, model: RunningModel, placements: list[Any]) -> list[ReplicaHandle]:
+        """Reserve each placement's memory and make its replica (not started yet)."""
+        for pl in placements:
+            self.ledger.add(f"{model.uid}/{pl.replica}", pl)
+        return [self._replica(model, pl) for pl in placements]
+
+    async def _roll_back(self, replicas: list[ReplicaHandle], reservations: list[str]) -> None:
+        """Stop replicas that were started together, then release their reservations."""
+        await asyncio.gather(*(r.stop() for r in replicas), return_exceptions=True)
+        for owner in reservations:
+            self.ledger.release(owner)
 
     @staticmethod
     def _launch(model: RunningModel, pl: Any) -> p.Launch:
@@ -344,16 +353,11 @@ class ModelManager:
         request = msgspec.structs.replace(model.request, n_gpu=n_gpu) if n_gpu != "auto" else model.request
         hardware = await asyncio.to_thread(self.hardware)
         placements = placement.plan(**self._plan_args(model, hardware, count, request, first))
-        for pl in placements:
-            self.ledger.add(f"{uid}/{pl.replica}", pl)
-        fresh = [self._replica(model, pl) for pl in placements]
-        results = await asyncio.gather(*(r.start() for r in fresh), return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            await asyncio.gather(*(r.stop() for r in fresh), return_exceptions=True)
-            for pl in placements:
-                self.ledger.release(f"{uid}/{pl.replica}")
-            raise failures[0]
+        fresh = self._reserve(model, placements)
+        failure = await _start_all(fresh)
+        if failure is not None:
+            await self._roll_back(fresh, [f"{uid}/{pl.replica}" for pl in placements])
+            raise failure
         model.replicas.extend(fresh)
         return [r.index for r in fresh]
 
@@ -433,6 +437,12 @@ class ModelManager:
             os.rmdir(self.rundir)
         except OSError:
             pass
+
+
+async def _start_all(replicas: list[ReplicaHandle]) -> BaseException | None:
+    """Start replicas together and wait for all of them; the first failure, if any."""
+    results = await asyncio.gather(*(r.start() for r in replicas), return_exceptions=True)
+    return next((r for r in results if isinstance(r, BaseException)), None)
 
 
 def _n_gpu(value: int | str | None) -> int | None:

@@ -222,7 +222,7 @@ def launch(ctx: click.Context, **kw: Any) -> None:
 
 
 def print_plan(plan: dict[str, Any]) -> None:
-    from xinf.cli.table import size
+    from xinf.units import format_bytes
 
     click.echo(
         f"{plan['model_uid']}: {plan['model_name']} ({plan['model_format']} {plan['quantization']}) "
@@ -233,9 +233,9 @@ def print_plan(plan: dict[str, Any]) -> None:
     for r in plan["replicas"]:
         est = r.get("estimate") or {}
         devices = ", ".join(f"GPU {d}" for d in r.get("devices", [])) or "CPU"
-        reserved = ", ".join(size(b) for b in r.get("reserved", [])) or "-"
+        reserved = ", ".join(format_bytes(b) for b in r.get("reserved", [])) or "-"
         layers = f"{r['gpu_layers']}/{est.get('total_layers', '?')}" if r.get("gpu_layers") is not None else "-"
-        total = size(est["weights"] + est["kv_cache"] + est["overhead"]) if est else "unknown"
+        total = format_bytes(est["weights"] + est["kv_cache"] + est["overhead"]) if est else "unknown"
         node = [(r.get("node") or "")[:12]] if nodes else []
         rows.append((r.get("replica", 0), *node, devices, reserved, layers, total))
     headers = ["REPLICA", *(["NODE"] if nodes else []), "DEVICES", "RESERVED", "GPU LAYERS", "ESTIMATE"]
@@ -431,7 +431,7 @@ def registrations(model_type: str, show_all: bool, endpoint: str, api_key: str |
 @json_option
 def devices(endpoint: str, api_key: str | None, as_json: bool) -> None:
     """Show accelerators, their free memory and what replicas reserved."""
-    from xinf.cli.table import size
+    from xinf.units import format_bytes
 
     data = client(endpoint, api_key).get("/v1/cluster/devices")
     if as_json:
@@ -445,7 +445,7 @@ def devices(endpoint: str, api_key: str | None, as_json: bool) -> None:
                 n["address"],
                 n["hostname"] + (" (this server)" if n["local"] else ""),
                 n["cpu_count"],
-                f"{size(n['memory_available'])} / {size(n['memory_total'])}",
+                f"{format_bytes(n['memory_available'])} / {format_bytes(n['memory_total'])}",
                 ", ".join(n["replicas"]) or "-",
             )
             for n in nodes
@@ -457,8 +457,8 @@ def devices(endpoint: str, api_key: str | None, as_json: bool) -> None:
         click.echo("")
     elif not data["devices"]:
         click.echo(
-            f"no GPU: CPU only ({data['cpu_count']} cores, {size(data['memory_available'])} of "
-            f"{size(data['memory_total'])} memory available)"
+            f"no GPU: CPU only ({data['cpu_count']} cores, {format_bytes(data['memory_available'])} of "
+            f"{format_bytes(data['memory_total'])} memory available)"
         )
         return
     rows = [
@@ -466,10 +466,10 @@ def devices(endpoint: str, api_key: str | None, as_json: bool) -> None:
             *([(d["node"] or "")[:12]] if nodes else []),
             d["index"],
             d["name"],
-            size(d["total_memory"]),
-            size(d["free_memory"]),
-            size(d["reserved"]),
-            size(d["available"]),
+            format_bytes(d["total_memory"]),
+            format_bytes(d["free_memory"]),
+            format_bytes(d["reserved"]),
+            format_bytes(d["available"]),
             ", ".join(d["replicas"]) or "-",
         )
         for d in data["devices"]

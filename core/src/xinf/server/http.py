@@ -34,6 +34,14 @@ def error_response(exc: XinfError) -> Response:
     return json_response({"error": exc.to_dict(), "detail": exc.message}, exc.status, headers)
 
 
+def query_flag(request: Request, name: str, default: bool) -> bool:
+    """A yes/no query parameter (``?wait_ready=false``): true, 1 or yes is yes; absent is ``default``."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    return raw.lower() in ("true", "1", "yes")
+
+
 def decode(body: bytes, type: type[T]) -> T:
     """Decode and validate a JSON body; any problem is a 400 naming the field."""
     if not body:

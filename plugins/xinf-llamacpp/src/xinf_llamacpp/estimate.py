@@ -58,11 +58,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from xinf.units import MiB, format_bytes
 from xinf_llamacpp.gguf_header import ArrayInfo, GGUFHeader, TensorInfo, tensor_nbytes
 from xinf_llamacpp.options import KV_PAD, Context, flash_attention, ggml_type_of, parse_bool
 
-MiB = 1 << 20
-GiB = 1 << 30
 #: What a GPU needs before any model data: the CUDA context, cuBLAS workspaces
 #: and allocator slack.  xllamacpp's estimator defaults to the same 512 MiB
 #: (``memory_min``); Ollama reserves about 457 MiB on CUDA.
@@ -456,17 +455,17 @@ def describe(p: Plan, shape: ModelShape, settings: Settings, free: list[int]) ->
         f"{shape.n_head} heads ({max(shape.n_head_kv)} KV), vocabulary {shape.n_vocab}",
         f"context: n_ctx {ctx.n_ctx} shared by {ctx.n_parallel} slot(s): {per_slot} tokens per request"
         + (" (unified KV)" if ctx.kv_unified else ""),
-        f"KV cache: {_size(p.kv_cache)} ({_type_name(settings.type_k)}/{_type_name(settings.type_v)}, "
-        f"{_size(p.kv_per_token)} per token)",
-        f"compute graph: {_size(p.graph)} per device"
+        f"KV cache: {format_bytes(p.kv_cache)} ({_type_name(settings.type_k)}/{_type_name(settings.type_v)}, "
+        f"{format_bytes(p.kv_per_token)} per token)",
+        f"compute graph: {format_bytes(p.graph)} per device"
         + (" (flash attention)" if settings.flash_attn else " (no flash attention)"),
     ]
     if free:
         state = "all" if p.gpu_layers == p.total_layers else f"{p.gpu_layers} of"
         lines.append(
             f"{state} {p.total_layers} layers on {len(free)} device(s) with "
-            + ", ".join(_size(f) for f in free)
-            + f" free; {_size(DEVICE_RESERVE)} reserved per device for the runtime"
+            + ", ".join(format_bytes(f) for f in free)
+            + f" free; {format_bytes(DEVICE_RESERVE)} reserved per device for the runtime"
         )
     lines.extend(p.notes)
     return "\n".join(lines)
@@ -476,9 +475,3 @@ def _type_name(ggml_type: int) -> str:
     from gguf import GGMLQuantizationType
 
     return GGMLQuantizationType(ggml_type).name.lower()
-
-
-def _size(n: int) -> str:
-    if n >= GiB:
-        return f"{n / GiB:.2f} GiB"
-    return f"{n / MiB:.1f} MiB" if n >= MiB else f"{n / 1024:.1f} KiB"
