@@ -14,11 +14,11 @@ import httpx
 import pytest
 
 from xinf.downloads import select
-from xinf.engine import ModelSource, ModelSpec
 from xinf.errors import LaunchError
 from xinf.testing.fakehub import FakeHub
 from xinf.testing.server import ServerProcess
 from xinf.testing.wait import wait_for
+from xinf.types import ModelSource, ModelSpec
 
 GGUFS = {
     "tiny-Q4_K_M.gguf": os.urandom(300_000),

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from xinf.engine import (
+    from xinf.types import (
         Chunk,
         Device,
         EmbedRequest,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import msgspec
 
-from xinf.engine import ModelSource, ModelSpec
 from xinf.errors import LaunchError
+from xinf.types import ModelSource, ModelSpec
 
 
 def with_path(spec: ModelSpec, path: str) -> ModelSpec:

@@ -18,7 +18,6 @@ import msgspec
 from xinf import hub, placement, virtualenv
 from xinf.devices import inventory
 from xinf.downloads import LaunchCancelled
-from xinf.engine import Hardware, ModelSpec
 from xinf.errors import Conflict, InvalidRequest, LaunchError, NotFound
 from xinf.health import HealthMonitor
 from xinf.localmodel import spec_from_path, with_path
@@ -29,6 +28,7 @@ from xinf.replica import protocol as p
 from xinf.replica.handle import HealthCheck, ProcessReplica, ReplicaHandle
 from xinf.schemas import LaunchRequest
 from xinf.settings import Settings
+from xinf.types import Device, Hardware, MemoryEstimate, ModelSpec, Placement
 
 if TYPE_CHECKING:
     from xinf.cluster import Cluster
@@ -155,7 +155,7 @@ class ModelManager:
                     virtualenv.ensure, self.settings, model.engine, packages, model.request.virtual_env_find_links
                 )
             hardware = await asyncio.to_thread(self.hardware)
-            placements = self._plan(model, hardware, model.request.replica)
+            placements = self._place(model, hardware, model.request.replica, model.request, 0)
             model.replicas = self._reserve(model, placements)  # listed before they start: cancel() stops them
             failure = await _start_all(model.replicas)
             if model.cancelled:
@@ -179,12 +179,13 @@ class ModelManager:
         module = self.plugins.pm.get_plugin(engine)
         return list(getattr(module, "VIRTUAL_ENV_PACKAGES", []) or [])
 
-    def _plan(self, model: RunningModel, hardware: Hardware, replicas: int) -> list[Any]:
-        return placement.plan(**self._plan_args(model, hardware, replicas, model.request, 0))
-
-    def _plan_args(
+    def _place(
         self, model: RunningModel, hardware: Hardware, replicas: int, req: LaunchRequest, first: int
-    ) -> dict[str, Any]:
+    ) -> list[Placement]:
+        """Where ``replicas`` replicas of ``model`` go, numbered from ``first`` (reserves nothing).
+
+        Also notes which machines have GPUs: ``_replica`` hides the GPUs from a CPU replica there.
+        """
         self.gpu_nodes = {d.node for d in hardware.devices}
         estimate_fn = (
             self.plugins.hook(model.engine, "estimate_vram")
@@ -192,30 +193,31 @@ class ModelManager:
             else None
         )
 
-        def estimate(devices: list[Any]) -> Any:
+        def estimate(devices: list[Device]) -> MemoryEstimate | None:
             if estimate_fn is None:
                 return None
             try:
-                return estimate_fn(spec=model.spec, options=model.options, devices=devices)
+                result: MemoryEstimate | None = estimate_fn(spec=model.spec, options=model.options, devices=devices)
+                return result
             except (InvalidRequest, LaunchError):
                 raise
             except Exception as exc:
                 log.warning("estimate_vram of %s failed, placing by count: %s", model.engine, exc)
                 return None
 
-        return {
-            "uid": model.uid,
-            "replicas": replicas,
-            "hardware": hardware,
-            "ledger": self.ledger,
-            "estimate": estimate,
-            "n_gpu": _n_gpu(req.n_gpu),
-            "gpu_idx": [req.gpu_idx] if isinstance(req.gpu_idx, int) else req.gpu_idx,
-            "strategy": self.settings.launch_strategy,
-            "allow_multi_replica": self.settings.allow_multi_replica_per_gpu,
-            "first_replica": first,
-            "worker_ip": req.worker_ip,
-        }
+        return placement.plan(
+            uid=model.uid,
+            replicas=replicas,
+            hardware=hardware,
+            ledger=self.ledger,
+            estimate=estimate,
+            n_gpu=_n_gpu(req.n_gpu),
+            gpu_idx=[req.gpu_idx] if isinstance(req.gpu_idx, int) else req.gpu_idx,
+            strategy=self.settings.launch_strategy,
+            allow_multi_replica=self.settings.allow_multi_replica_per_gpu,
+            first_replica=first,
+            worker_ip=req.worker_ip,
+        )
 
     def _replica(self, model: RunningModel, pl: Any) -> ReplicaHandle:
         index = pl.replica
@@ -337,7 +339,7 @@ class ModelManager:
             return where
         key = f"{model.uid}/{dead.index}"
         self.ledger.release(key)
-        [fresh] = placement.plan(**self._plan_args(model, hardware, 1, model.request, dead.index))
+        [fresh] = self._place(model, hardware, 1, model.request, dead.index)
         self.ledger.add(key, fresh)
         log.warning("%s lost node %s; placing it on node %s", dead.name, where.node[:12], (fresh.node or "")[:12])
         return fresh
@@ -352,7 +354,7 @@ class ModelManager:
         first = max((r.index for r in model.replicas), default=-1) + 1
         request = msgspec.structs.replace(model.request, n_gpu=n_gpu) if n_gpu != "auto" else model.request
         hardware = await asyncio.to_thread(self.hardware)
-        placements = placement.plan(**self._plan_args(model, hardware, count, request, first))
+        placements = self._place(model, hardware, count, request, first)
         fresh = self._reserve(model, placements)
         failure = await _start_all(fresh)
         if failure is not None:
@@ -383,7 +385,7 @@ class ModelManager:
         path = hub.local_path(spec, self.settings, download=False)
         if path is not None:
             spec.source = msgspec.structs.replace(spec.source, path=path)
-        return model, placement.plan(**self._plan_args(model, hardware, req.replica, req, 0))
+        return model, self._place(model, hardware, req.replica, req, 0)
 
     # ------------------------------------------------------------ progress
 

@@ -20,8 +20,8 @@ from itertools import combinations
 
 import msgspec
 
-from xinf.engine import Device, Hardware, MemoryEstimate, Node, Placement
 from xinf.errors import LaunchError
+from xinf.types import Device, Hardware, MemoryEstimate, Node, Placement
 from xinf.units import format_bytes
 
 Estimator = Callable[[list[Device]], MemoryEstimate | None]

@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from xinf.engine import ABILITIES, ModelSource, ModelSpec
 from xinf.errors import Conflict, InvalidRequest, NotFound
 from xinf.storage import atomic_write
+from xinf.types import ABILITIES, ModelSource, ModelSpec
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from typing import Any
 import click
 import msgspec
 
-from xinf.engine import Device, MemoryEstimate, ModelSpec
 from xinf.errors import InvalidRequest, XinfError
+from xinf.types import Device, MemoryEstimate, ModelSpec
 from xinf.units import format_bytes
 
 

@@ -32,9 +32,9 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from xinf import devices
-from xinf.engine import Device, Hardware, Node
 from xinf.replica import protocol as p
 from xinf.replica.handle import HealthCheck, ReplicaDied, ReplicaHandle
+from xinf.types import Device, Hardware, Node
 
 log = logging.getLogger(__name__)
 

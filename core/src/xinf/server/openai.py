@@ -13,7 +13,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from xinf.engine import Chunk, EmbedRequest, GenerateRequest, TokenLogprob
 from xinf.errors import InvalidRequest
 from xinf.model import RunningModel
 from xinf.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling
@@ -29,6 +28,7 @@ from xinf.server.streams import (
     streamed,
     until_disconnect,
 )
+from xinf.types import Chunk, EmbedRequest, GenerateRequest, TokenLogprob
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from xinf.engine import Chunk, TokenLogprob
 from xinf.errors import XinfError
 from xinf.replica.handle import KEEPALIVE
 from xinf.server.http import encode_json
+from xinf.types import Chunk, TokenLogprob
 
 log = logging.getLogger(__name__)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

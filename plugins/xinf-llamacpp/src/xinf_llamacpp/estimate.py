@@ -281,7 +281,7 @@ class Plan:
 
 
 @dataclass
-class Settings:
+class EstimateOptions:
     """The launch options the estimate depends on."""
 
     context: Context
@@ -296,7 +296,7 @@ class Settings:
     projector_on_gpu: bool = True
 
     @classmethod
-    def from_options(cls, options: dict[str, Any], context: Context, projector: int = 0) -> Settings:
+    def from_options(cls, options: dict[str, Any], context: Context, projector: int = 0) -> EstimateOptions:
         layers = options.get("n_gpu_layers")
         chosen: int | None = None
         if layers is not None:
@@ -322,7 +322,7 @@ class Settings:
         )
 
 
-def plan(shape: ModelShape, settings: Settings, free: list[int]) -> Plan:
+def plan(shape: ModelShape, settings: EstimateOptions, free: list[int]) -> Plan:
     """The plan for devices with ``free`` bytes each: the largest layer count that fits, or the one asked for."""
     total = shape.total_layers
     if not free:
@@ -342,7 +342,7 @@ def plan(shape: ModelShape, settings: Settings, free: list[int]) -> Plan:
     return candidate
 
 
-def _plan_for(shape: ModelShape, s: Settings, free: list[int], n: int) -> Plan:
+def _plan_for(shape: ModelShape, s: EstimateOptions, free: list[int], n: int) -> Plan:
     ctx = s.context
     kv = shape.kv_bytes(ctx, s.type_k, s.type_v, s.swa_full)
     graph = graph_size(shape, ctx, s.flash_attn)
@@ -446,7 +446,7 @@ def _pad(n: int, to: int) -> int:
     return (n + to - 1) // to * to
 
 
-def describe(p: Plan, shape: ModelShape, settings: Settings, free: list[int]) -> str:
+def describe(p: Plan, shape: ModelShape, settings: EstimateOptions, free: list[int]) -> str:
     """The breakdown in words, for ``xinf estimate`` and the logs."""
     ctx = p.context
     per_slot = kv_cells(ctx)
