@@ -128,7 +128,7 @@ def test_built_in_families_vllm_serves() -> None:
     registry = Registry(None)
     served = {
         s.name
-        for fam in registry.list(model_type="LLM")
+        for fam in registry.list_families(model_type="LLM")
         for s in registry.candidates(fam.name)
         if match(s, CUDA, "cuda").ok
     }

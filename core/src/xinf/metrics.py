@@ -73,7 +73,7 @@ class Exporter:
         from prometheus_client import CollectorRegistry, ProcessCollector
 
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(Collector(models))  # type: ignore[arg-type]
+        self.registry.register(Collector(models))
         ProcessCollector(registry=self.registry)
 
     def render(self) -> tuple[bytes, str]:

@@ -173,7 +173,8 @@ class Registry:
             raise NotFound(f"model {name!r} is neither built in nor registered", param="model_name")
         return family
 
-    def list(self, *, builtin: bool | None = None, model_type: str | None = None) -> list[Family]:
+    def list_families(self, *, builtin: bool | None = None, model_type: str | None = None) -> list[Family]:
+        """The families (built-in, registered or both; of one model type or all), sorted by name."""
         return sorted(
             (
                 f

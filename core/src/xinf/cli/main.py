@@ -169,7 +169,7 @@ def parse_extra(args: list[str]) -> dict[str, Any]:
 @endpoint_option
 @json_option
 @click.pass_context
-def launch(ctx: click.Context, **kw: Any) -> None:
+def launch(ctx: click.Context, /, **kw: Any) -> None:
     """Launch a model. Extra --name value pairs are engine options (e.g. --n_ctx 4096)."""
     if not kw["model_name"] and not kw["model_path"]:
         raise click.UsageError("give --model-name or --model-path")
@@ -278,7 +278,7 @@ def remove_replica(model_uid: str, replica_id: int, endpoint: str, api_key: str 
 )
 @json_option
 @click.pass_context
-def estimate(ctx: click.Context, **kw: Any) -> None:
+def estimate(ctx: click.Context, /, **kw: Any) -> None:
     """Estimate a model's memory and GPU layers, without a server and without loading it.
 
     Extra --name value pairs are engine options, as for launch (e.g. --n_parallel 1 --cache_type_k q8_0).
@@ -355,11 +355,11 @@ def engines(model_name: str | None, endpoint: str, api_key: str | None, as_json:
         echo_json(data)
         return
     if model_name:
-        rows = []
+        matches = []
         for m in data["matches"]:
             specs = sorted({f"{s['format']} {s['quantization']}" for s in m["specs"]})
-            rows.append((m["engine"], m["available"], ", ".join(specs) if specs else "; ".join(m["reasons"])))
-        click.echo(render(["ENGINE", "AVAILABLE", "SPECS OR REASON"], rows))
+            matches.append((m["engine"], m["available"], ", ".join(specs) if specs else "; ".join(m["reasons"])))
+        click.echo(render(["ENGINE", "AVAILABLE", "SPECS OR REASON"], matches))
         return
     rows = [
         (e["name"], e.get("version") or "-", e.get("distribution") or "-", "ok" if e["ok"] else f"broken: {e['error']}")

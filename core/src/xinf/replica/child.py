@@ -99,8 +99,9 @@ class Replica:
         """Serve one request in its own task (``cancel`` ends it); the replica process is already running."""
         coro = self.generate(frame) if isinstance(frame, p.Generate) else self.embed(frame)
         task = asyncio.get_running_loop().create_task(self.guard(frame.id, coro))
-        self.tasks[frame.id] = task
-        task.add_done_callback(lambda _t, rid=frame.id: self.tasks.pop(rid, None))
+        rid = frame.id
+        self.tasks[rid] = task
+        task.add_done_callback(lambda _task: self.tasks.pop(rid, None))
 
     def cancel(self, rid: int) -> None:
         task = self.tasks.get(rid)

@@ -151,7 +151,8 @@ class ReplicaHandle:
             self.connected = True
             self._write(p.encode(self.launch))
             hello = asyncio.ensure_future(p.read_frame(reader))
-            done, _ = await asyncio.wait({hello, exited}, return_when=asyncio.FIRST_COMPLETED)
+            first: set[asyncio.Future[Any]] = {hello, exited}
+            done, _ = await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
             if hello not in done:
                 hello.cancel()
                 self.returncode = exited.result()
@@ -427,7 +428,8 @@ class ProcessReplica(ReplicaHandle):
             )
         self.pid = self.proc.pid
         exited: asyncio.Future[int | None] = asyncio.ensure_future(self.proc.wait())
-        done, _ = await asyncio.wait({connected, exited}, return_when=asyncio.FIRST_COMPLETED)
+        first: set[asyncio.Future[Any]] = {connected, exited}
+        done, _ = await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
         if connected not in done:
             self.returncode = self.proc.returncode
             raise self._launch_error(f"{self._gone()} before connecting")

@@ -184,7 +184,7 @@ async def registrations(request: Request) -> Response:
     model_type = _model_type(request)
     detailed = query_flag(request, "detailed", False)
     out = []
-    for family in st.registry.list(model_type=model_type):
+    for family in st.registry.list_families(model_type=model_type):
         row: dict[str, Any] = {"model_name": family.name, "is_builtin": family.builtin}
         if detailed:
             row.update(_family_json(family))

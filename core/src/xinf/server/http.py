@@ -63,11 +63,11 @@ def validation_error(exc: msgspec.ValidationError) -> InvalidRequest:
         param = _param(text, unknown.group(1))
         return InvalidRequest(f"Unrecognized request argument supplied: {param}", param=param, code="unknown_parameter")
     match = _PATH.search(text)
-    param = match.group(1) if match else None
+    path = match.group(1) if match else None
     message = text[: match.start()] if match else text
-    if param:
-        message = f"invalid value for '{param}': {message}"
-    return InvalidRequest(message, param=param, code="invalid_value")
+    if path:
+        message = f"invalid value for '{path}': {message}"
+    return InvalidRequest(message, param=path, code="invalid_value")
 
 
 def _param(text: str, field: str) -> str:
