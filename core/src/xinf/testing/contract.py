@@ -1,6 +1,7 @@
 """``EngineContract``: the behaviour every engine plugin must show.
 
-An engine's test module subclasses it and provides two fixtures::
+An engine's test module subclasses it and provides a ``spec`` fixture (and,
+when the defaults do not fit, the others)::
 
     class TestLlamaCpp(EngineContract):
         engine = "llama.cpp"
@@ -13,8 +14,13 @@ An engine's test module subclasses it and provides two fixtures::
         @classmethod
         def options(cls) -> dict: ...   # optional, default {}
 
+        @pytest.fixture(scope="class")
+        @classmethod
+        def embed_spec(cls) -> ModelSpec | None: ...   # required when the engine implements embed
+
 The tests load the engine in the test process through its entry point and
-call the hooks as the replica process does.
+call every hook (``match_model``, ``estimate_vram``, ``load``, ``generate``,
+``embed``, ``unload``) as the server and the replica process do.
 """
 
 from __future__ import annotations
@@ -34,7 +40,17 @@ import pytest_asyncio
 from xinf.devices import inventory
 from xinf.errors import InvalidRequest
 from xinf.plugins import GROUP, PluginHost
-from xinf.types import Chunk, GenerateRequest, MemoryEstimate, ModelSource, ModelSpec, Placement
+from xinf.types import (
+    Chunk,
+    EmbedRequest,
+    EmbedResult,
+    EngineMatch,
+    GenerateRequest,
+    MemoryEstimate,
+    ModelSource,
+    ModelSpec,
+    Placement,
+)
 
 HEAVY = ("torch", "transformers", "xllamacpp", "vllm", "mlx", "mlx_lm", "sglang", "tensorflow", "jax")
 
@@ -72,17 +88,48 @@ class EngineContract:
         assert info.ok, info.error
         return host
 
-    @pytest_asyncio.fixture(scope="class", loop_scope="class")
+    @pytest.fixture(scope="class")
     @classmethod
-    async def model(cls, host: PluginHost, spec: ModelSpec, options: dict[str, Any]) -> AsyncIterator[Any]:
+    def embed_spec(cls) -> ModelSpec | None:
+        """An embedding model the engine serves, to test ``embed``; None when the engine embeds nothing."""
+        return None
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def embed_options(cls) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    async def load(cls, host: PluginHost, spec: ModelSpec, options: dict[str, Any]) -> Any:
+        """``load`` as a replica calls it: with a copy of the options; awaited when it is a coroutine."""
         loaded = host.hook(cls.engine, "load")(spec=spec, options=dict(options), placement=Placement())
-        if inspect.isawaitable(loaded):
-            loaded = await loaded
-        yield loaded
+        return await loaded if inspect.isawaitable(loaded) else loaded
+
+    @classmethod
+    async def unload(cls, host: PluginHost, loaded: Any) -> None:
         if host.has_hook(cls.engine, "unload"):
             result = host.hook(cls.engine, "unload")(model=loaded)
             if inspect.isawaitable(result):
                 await result
+
+    @pytest_asyncio.fixture(scope="class", loop_scope="class")
+    @classmethod
+    async def model(cls, host: PluginHost, spec: ModelSpec, options: dict[str, Any]) -> AsyncIterator[Any]:
+        loaded = await cls.load(host, spec, options)
+        yield loaded
+        await cls.unload(host, loaded)
+
+    @pytest_asyncio.fixture(scope="class", loop_scope="class")
+    @classmethod
+    async def embed_model(
+        cls, host: PluginHost, embed_spec: ModelSpec | None, embed_options: dict[str, Any]
+    ) -> AsyncIterator[Any]:
+        if embed_spec is None:
+            yield None
+            return
+        loaded = await cls.load(host, embed_spec, embed_options)
+        yield loaded
+        await cls.unload(host, loaded)
 
     def generate(self, host: PluginHost, model: Any, **fields: Any) -> AsyncIterator[Chunk]:
         fields.setdefault("temperature", 0.0)
@@ -103,6 +150,8 @@ class EngineContract:
         assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
     def test_matches_its_model(self, host: PluginHost, spec: ModelSpec) -> None:
+        answer = host.hook(self.engine, "match_model")(spec=spec, hardware=inventory())
+        assert isinstance(answer, EngineMatch)
         match = host.choose(spec, inventory(), self.engine)
         assert match.engine == self.engine and (match.score > 0 or match.explicit_only)
 
@@ -176,6 +225,31 @@ class EngineContract:
         )
         for chunks in results:
             assert chunks[-1].finish_reason in ("stop", "length")
+
+    # ------------------------------------------------------------ embeddings
+
+    def test_embed_has_a_model_to_test(self, host: PluginHost, embed_spec: ModelSpec | None) -> None:
+        """An engine that implements ``embed`` names an embedding model (``embed_spec``) for the tests below."""
+        if host.has_hook(self.engine, "embed"):
+            assert embed_spec is not None, f"{self.engine} implements embed: give the contract an embed_spec fixture"
+            assert "embed" in embed_spec.abilities
+
+    @aio
+    async def test_embed_returns_one_vector_per_input(self, host: PluginHost, embed_model: Any) -> None:
+        if embed_model is None:
+            pytest.skip("the engine embeds nothing (no embed_spec)")
+        texts = ["The sea is calm today.", "A cat sleeps on the sofa.", "The sea is calm today."]
+        result = host.hook(self.engine, "embed")(model=embed_model, request=EmbedRequest(input=texts))
+        if inspect.isawaitable(result):
+            result = await result
+        assert isinstance(result, EmbedResult)
+        assert len(result.embeddings) == len(texts)
+        dims = {len(vector) for vector in result.embeddings}
+        assert len(dims) == 1 and dims.pop() > 0
+        assert all(isinstance(x, float) for vector in result.embeddings for x in vector)
+        assert result.embeddings[0] == pytest.approx(result.embeddings[2], abs=1e-4)  # same text, same vector
+        assert result.embeddings[0] != pytest.approx(result.embeddings[1], abs=1e-4)
+        assert result.prompt_tokens > 0
 
     @aio
     async def test_context_overflow_is_a_client_error(self, host: PluginHost, model: Any) -> None:
