@@ -130,6 +130,7 @@ class ModelManager:
             if uid in self.models:
                 raise Conflict(f"model_uid {uid!r} is already in use; terminate it first", param="model_uid")
             model = RunningModel(uid, spec, engine, req, options)
+            model.routing = req.routing or self.settings.routing
             self.models[uid] = model
         return model
 
@@ -321,6 +322,7 @@ class ModelManager:
             return
         fresh = self._replica(model, where)
         model.replicas[model.replicas.index(dead)] = fresh
+        model.prefixes.forget(index)  # the new process holds no prompt yet
         try:
             await fresh.start()
             log.info("%s restarted", fresh.name)

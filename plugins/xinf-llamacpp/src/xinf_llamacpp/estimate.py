@@ -58,8 +58,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from xinf.gguf import ArrayInfo, GGUFHeader, TensorInfo, tensor_nbytes
 from xinf.units import MiB, format_bytes
-from xinf_llamacpp.gguf_header import ArrayInfo, GGUFHeader, TensorInfo, tensor_nbytes
 from xinf_llamacpp.options import KV_PAD, Context, flash_attention, ggml_type_of, parse_bool
 
 #: What a GPU needs before any model data: the CUDA context, cuBLAS workspaces
