@@ -51,12 +51,15 @@ def match_model(spec: ModelSpec, hardware: Hardware) -> EngineMatch:
 
 @hookimpl
 def estimate_vram(spec: ModelSpec, options: dict[str, Any], devices: list[Device]) -> MemoryEstimate | None:
-    """All of it in host memory: the counts grow with the corpus."""
+    """All of it in host memory (nothing on ``devices``): the counts grow with the corpus."""
     path = spec.source.path
     if path is None or not Path(path).is_file():
         return None  # not downloaded yet: the scheduler places by count
     weights = Path(path).stat().st_size * BYTES_PER_CORPUS_BYTE
-    return MemoryEstimate(weights=weights, kv_cache=0, overhead=1 << 20, host=weights + (1 << 20))
+    overhead = 1 << 20  # the interpreter's share for the model's objects
+    return MemoryEstimate(
+        weights=weights, kv_cache=0, overhead=overhead, per_device=[0] * len(devices), host=weights + overhead
+    )
 
 
 @hookimpl
