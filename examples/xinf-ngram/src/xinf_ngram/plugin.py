@@ -64,7 +64,7 @@ def estimate_vram(spec: ModelSpec, options: dict[str, Any], devices: list[Device
 
 @hookimpl
 async def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> NgramModel:
-    """Count the corpus; a coroutine, so the replica's event loop keeps answering pings meanwhile."""
+    """Count the corpus in a thread; ``load`` may be a coroutine, and xinf awaits it on the replica's loop."""
     parsed = NgramOptions.parse(options)
     if spec.source.path is None:
         raise LaunchError(f"{spec.name} has no local file: launch it with model_path")
