@@ -25,7 +25,7 @@ from xinf.storage import atomic_write
 log = logging.getLogger(__name__)
 
 MODEL_TYPES = ("LLM", "embedding")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")  # \Z: '$' would let a trailing newline through
 
 
 class FamilySpec(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -19,7 +18,7 @@ from xinf.errors import InvalidRequest, NotFound, XinfError
 from xinf.manager import ModelManager
 from xinf.plugins import PluginHost
 from xinf.registry import Registry
-from xinf.server import access, admin, openai, web
+from xinf.server import admin, openai, security, web
 from xinf.server.http import error_response, json_response
 from xinf.server.openapi import document
 from xinf.server.state import State
@@ -93,7 +92,10 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     else:
         err = InvalidRequest(str(exc.detail))
         err.status = exc.status_code
-    return error_response(err)
+    response = error_response(err)
+    if exc.headers:  # 405 carries Allow
+        response.headers.update(exc.headers)
+    return response
 
 
 async def on_crash(request: Request, exc: Exception) -> Response:
@@ -127,14 +129,9 @@ def create_app(
                 task.cancel()
             await manager.shutdown()
 
-    middleware = []
-    if settings.allowed_ips or settings.api_key:
-        allowed = access.IPAllowlist(access.parse_networks(settings.allowed_ips)) if settings.allowed_ips else None
-        keys = [settings.api_key] if settings.api_key else []
-        middleware.append(Middleware(access.AccessControl, allowed=allowed, api_keys=keys))
     app = Starlette(
         routes=routes(settings),
-        middleware=middleware,
+        middleware=security.middleware(settings),
         lifespan=lifespan,
         exception_handlers={XinfError: on_xinf_error, HTTPException: on_http_error, Exception: on_crash},
     )
