@@ -29,6 +29,7 @@ from xinf.replica import protocol as p
 from xinf.replica.handle import HealthCheck, ProcessReplica, ReplicaHandle
 from xinf.schemas import LaunchRequest
 from xinf.settings import Settings
+from xinf.watchdog import ProgressWatchdog
 
 if TYPE_CHECKING:
     from xinf.cluster import Cluster
@@ -70,6 +71,7 @@ class ModelManager:
             timeout=settings.health_check_timeout,
         )
         self.monitor = HealthMonitor(self, self.health)
+        self.watchdog = ProgressWatchdog(self, settings.stall_timeout)
 
     def get(self, uid: str) -> RunningModel:
         model = self.models.get(uid)
@@ -159,7 +161,7 @@ class ModelManager:
             for pl in placements:
                 self.ledger.add(f"{uid}/{pl.replica}", pl)
             model.replicas = [self._replica(model, pl) for pl in placements]
-            results = await asyncio.gather(*(r.start() for r in model.replicas), return_exceptions=True)
+            results = await self._start_within(model.replicas)
             failures = [r for r in results if isinstance(r, BaseException)]
             if model.cancelled:
                 raise LaunchCancelled(f"the launch of {uid!r} was cancelled while loading", code="cancelled")
@@ -176,7 +178,22 @@ class ModelManager:
             raise
         model.status = "ready"
         self.monitor.start()
+        self.watchdog.start()
         log.info("model %s ready: %s on %s, %d replica(s)", uid, spec.name, model.engine, len(model.replicas))
+
+    async def _start_within(self, replicas: list[ReplicaHandle]) -> list[Any]:
+        """Start replicas, failing those not loaded within XINF_LAUNCH_TIMEOUT."""
+        timeout = self.settings.launch_timeout or None
+
+        async def one(replica: ReplicaHandle) -> None:
+            try:
+                await asyncio.wait_for(replica.start(), timeout)
+            except asyncio.TimeoutError:
+                raise LaunchError(
+                    f"{replica.name} did not load within {timeout:g}s (XINF_LAUNCH_TIMEOUT); it was stopped"
+                ) from None
+
+        return await asyncio.gather(*(one(r) for r in replicas), return_exceptions=True)
 
     def _engine_packages(self, engine: str) -> list[str]:
         """What the engine plugin asks to have installed in a model's virtual environment."""
@@ -248,7 +265,7 @@ class ModelManager:
         if pl.node in self.gpu_nodes or pl.devices:  # a CPU replica on a GPU machine sees no GPU
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in pl.devices)
         env.setdefault("PYTHONUNBUFFERED", "1")
-        return ProcessReplica(
+        handle = ProcessReplica(
             name=name,
             launch=self._launch(model, pl),
             env=env,
@@ -258,6 +275,8 @@ class ModelManager:
             on_exit=on_exit,
             health=self.health,
         )
+        handle.deadline = self.settings.request_timeout
+        return handle
 
     @staticmethod
     def _launch(model: RunningModel, pl: Any) -> p.Launch:
@@ -424,6 +443,7 @@ class ModelManager:
         models = list(self.models.values())
         self.models.clear()
         self.monitor.stop()
+        self.watchdog.stop()
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*(r.stop(timeout=5) for m in models for r in m.replicas), return_exceptions=True)

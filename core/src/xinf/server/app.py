@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from xinf import storage
 from xinf.errors import InvalidRequest, NotFound, XinfError
 from xinf.manager import ModelManager
 from xinf.plugins import PluginHost
@@ -122,6 +123,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tasks = [asyncio.ensure_future(_launch(manager, body)) for body in launch_at_start or []]
+        tasks.append(asyncio.ensure_future(asyncio.to_thread(storage.sweep, settings.home)))
         try:
             yield
         finally:
