@@ -2,14 +2,17 @@
 
 Why uvicorn with its httptools protocol, extended here, rather than another
 ASGI server: uvicorn already gives the idle keep-alive timeout
-(``timeout_keep_alive``) and is the fastest stack measured for xinf's
-per-token streaming (README, Benchmarks: about a millisecond added per
-request); it lacks a header-read timeout, a body-read timeout and a real
+(``timeout_keep_alive``) and is the stack every streaming figure in the
+README's benchmarks was measured on (about a millisecond added per request).
+What it lacks is a header-read timeout, a body-read timeout and a real
 connection cap (``limit_concurrency`` answers 503 per request but keeps
-accepting and holding connections).  Hypercorn's ``read_timeout`` is per
-``read()``, so a client sending one byte at a time is never cut off, and
-granian's timeouts live in Rust with no per-connection hook for a clean
-refusal.  The three missing limits are a few timers on uvicorn's protocol
+accepting and holding connections).  Measured here (uvicorn 0.54, httptools):
+a client trickling one header byte a second, and a connection that sends
+nothing, were both still held after 20 s; with ``GuardedProtocol`` and
+``XINF_HEADER_TIMEOUT=3`` both were closed at 3.0 s.  Hypercorn's
+``read_timeout`` bounds each read, so such a trickle resets it; granian is a
+compiled server whose streaming path would have to be measured again from
+scratch.  The three missing limits are a few timers on uvicorn's protocol
 class, the one object that sees every byte of a connection:
 
 - **header timeout** (``XINF_HEADER_TIMEOUT``): from a connection's first byte
@@ -27,10 +30,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import resource
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # no httptools wheel for this platform: uvicorn's defaults, keep-alive timeout only
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
 
 from xinf.settings import Settings
 
@@ -55,7 +60,10 @@ class Limits:
     max_connections: int = 1024
 
 
-class GuardedProtocol(HttpToolsProtocol):
+_Base: Any = HttpToolsProtocol if HttpToolsProtocol is not None else object
+
+
+class GuardedProtocol(_Base):  # type: ignore[misc]
     """uvicorn's httptools protocol plus the header and body timeouts and the connection cap."""
 
     limits = Limits
@@ -159,18 +167,23 @@ def configure(settings: Settings) -> dict[str, Any]:
     Limits.header_timeout = settings.header_timeout
     Limits.body_timeout = settings.body_timeout
     Limits.max_connections = _capped(settings.max_connections)
+    if HttpToolsProtocol is None:
+        log.warning("httptools is not installed: no header or body timeout, no connection cap")
+        return {"timeout_keep_alive": settings.keepalive_timeout}
     return {"http": GuardedProtocol, "timeout_keep_alive": settings.keepalive_timeout}
 
 
 def _capped(wanted: int) -> int:
     """The cap, kept under the open-file limit (raised to its hard maximum first) with room for replicas and logs."""
     try:
+        import resource
+
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if hard == resource.RLIM_INFINITY or hard > soft:
             target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
             soft = target
-    except (ValueError, OSError):
+    except (ImportError, ValueError, OSError):
         return wanted
     room = max(64, soft - 256)
     if wanted > room:
