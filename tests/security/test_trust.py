@@ -68,6 +68,10 @@ def test_keys_are_checked_and_the_scheme_is_case_insensitive(keyed: ServerProces
     assert http.get("/v1/models", headers=bearer(digest)).status_code == 401
     assert http.get("/v1/models", headers=bearer(INFER, "bearer")).status_code == 200
     assert http.get("/v1/models", headers=bearer(INFER, "BEARER")).status_code == 200
+    assert http.get("/v1/models", headers={"x-api-key": INFER}).status_code == 200  # Anthropic's clients
+    assert (
+        http.post("/v1/models", json={"model_name": "xinf-test-chat"}, headers={"x-api-key": INFER}).status_code == 403
+    )
     assert http.get("/v1/cluster/auth").json() == {"auth": True}
 
 

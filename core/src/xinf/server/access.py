@@ -127,10 +127,14 @@ class AccessControl:
 
 
 def _token(scope: Scope) -> bytes | None:
+    """The key of ``Authorization: Bearer KEY``, or of ``x-api-key: KEY`` (Anthropic's clients send that)."""
+    other = None
     for name, value in scope["headers"]:
         if name == b"authorization":
             return bearer(value)
-    return None
+        if name == b"x-api-key":
+            other = value.strip() or None
+    return other
 
 
 def _open(path: str) -> bool:
