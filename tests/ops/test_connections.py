@@ -81,6 +81,8 @@ def test_a_stalled_body_gets_408(server: ServerProcess) -> None:
     assert data.startswith(b"HTTP/1.1 408 "), data[:200]
     assert b"no request body received for 1s" in data
     assert waited < 25
+    assert server.http.get("/health").status_code == 200
+    assert "unhandled error" not in server.log()  # the handler that was reading the body ended quietly
 
 
 def test_connections_over_the_cap_are_refused_cleanly(start_server) -> None:

@@ -188,3 +188,22 @@ def test_cors_answers_for_the_configured_origins(start_server) -> None:
         )
         is None
     )
+
+
+def test_a_bad_key_file_stops_start_up_without_showing_keys(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    keys = tmp_path / "keys"
+    keys.write_text(f"inference {INFER}\nsuperuser {ADMIN}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "xinf.cli.main", "serve", "--port", "9", "--api-key-file", str(keys)],
+        env={**os.environ, "XINFERENCE_HOME": str(tmp_path / "home")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert f"XINF_API_KEYS_FILE {keys}, line 2: expected 'admin KEY' or 'inference KEY'" in done.stderr
+    assert ADMIN not in done.stderr and INFER not in done.stderr

@@ -250,7 +250,7 @@ class ModelManager:
             env.setdefault("PYTHONUNBUFFERED", "1")
             if model.python != sys.executable:
                 log.warning("%s runs on another node: the model's virtual environment is not used there", name)
-            return self.cluster.replica(
+            remote = self.cluster.replica(
                 name=name,
                 launch=self._launch(model, pl),
                 env=env,
@@ -258,6 +258,8 @@ class ModelManager:
                 on_exit=on_exit,
                 health=self.health,
             )
+            remote.deadline = self.settings.request_timeout
+            return remote
         env = dict(os.environ)
         env.pop("XINF_API_KEY", None)  # replicas never need the server's key; an engine could print its env
         env.pop("XINFERENCE_CSG_TOKEN", None)

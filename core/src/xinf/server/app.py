@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
@@ -99,6 +99,11 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     return response
 
 
+async def on_disconnect(request: Request, exc: Exception) -> Response:
+    # The client went away (or a body timeout closed it) while its body was read: nobody to answer.
+    return Response(status_code=499)
+
+
 async def on_crash(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error in %s %s", request.method, request.url.path)
     err = XinfError(f"internal error: {type(exc).__name__}: {exc}")
@@ -135,7 +140,12 @@ def create_app(
         routes=routes(settings),
         middleware=security.middleware(settings),
         lifespan=lifespan,
-        exception_handlers={XinfError: on_xinf_error, HTTPException: on_http_error, Exception: on_crash},
+        exception_handlers={
+            XinfError: on_xinf_error,
+            HTTPException: on_http_error,
+            ClientDisconnect: on_disconnect,
+            Exception: on_crash,
+        },
     )
     app.state.xinf = st
     app.state.openapi = None
