@@ -28,7 +28,7 @@ def middleware(settings: Settings) -> list[Middleware]:
                 CORSMiddleware,
                 allow_origins=settings.cors_allow_origins,
                 allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-                allow_headers=["Authorization", "Content-Type"],
+                allow_headers=["Authorization", "X-Api-Key", "Content-Type"],
                 # Keys travel in the Authorization header, never in cookies: no credentials mode.
                 allow_credentials=False,
                 max_age=600,
