@@ -20,7 +20,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from xinf.manager import ModelManager
+    from xinf.model import RunningModel
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 class ProgressWatchdog:
     """One task per server, checking every replica a few times per stall timeout."""
 
-    def __init__(self, manager: ModelManager, stall_timeout: float):
-        self.manager = manager
+    def __init__(self, models: dict[str, RunningModel], stall_timeout: float):
+        self.models = models  # the manager's, shared: models launched later are watched too
         self.stall_timeout = stall_timeout
         self.task: asyncio.Task[None] | None = None
 
@@ -49,7 +49,7 @@ class ProgressWatchdog:
             self.check(time.monotonic())
 
     def check(self, now: float) -> None:
-        for model in list(self.manager.models.values()):
+        for model in list(self.models.values()):
             for replica in list(model.replicas):
                 if not replica.ready or replica.inflight <= 0:
                     continue

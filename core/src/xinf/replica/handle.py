@@ -24,8 +24,8 @@ from typing import Any
 import msgspec
 
 from xinf import errors
-from xinf.engine import Chunk, EmbedRequest, EmbedResult, GenerateRequest
 from xinf.replica import protocol as p
+from xinf.types import Chunk, EmbedRequest, EmbedResult, GenerateRequest
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,8 @@ class ReplicaHandle:
             self.connected = True
             self._write(p.encode(self.launch))
             hello = asyncio.ensure_future(p.read_frame(reader))
-            done, _ = await asyncio.wait({hello, exited}, return_when=asyncio.FIRST_COMPLETED)
+            first: set[asyncio.Future[Any]] = {hello, exited}
+            done, _ = await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
             if hello not in done:
                 hello.cancel()
                 self.returncode = exited.result()
@@ -317,17 +318,17 @@ class ReplicaHandle:
             self.last_progress = time.monotonic()  # an idle replica has nothing to be late with
         self.inflight += 1
         finished = False
-        pinger = _Pinger(queue, keepalive) if keepalive else None
-        timer = None
+        timer = _KeepaliveTimer(queue, keepalive) if keepalive else None
+        deadline = None
         if self.deadline:
-            timer = asyncio.get_running_loop().call_later(self.deadline, queue.put_nowait, _DEADLINE)
+            deadline = asyncio.get_running_loop().call_later(self.deadline, queue.put_nowait, _DEADLINE)
         try:
             self._send(p.Generate(id=rid, request=request, n=n))
             while True:
                 frame = await queue.get()
                 if type(frame) is p.Out:
-                    if pinger is not None:
-                        pinger.last = pinger.loop.time()
+                    if timer is not None:
+                        timer.last = timer.loop.time()
                     yield frame.chunk
                 elif frame is KEEPALIVE:
                     yield KEEPALIVE
@@ -347,8 +348,8 @@ class ReplicaHandle:
         finally:
             if timer is not None:
                 timer.cancel()
-            if pinger is not None:
-                pinger.cancel()
+            if deadline is not None:
+                deadline.cancel()
             self.pending.pop(rid, None)
             self.inflight -= 1
             if not finished and self.status == "ready":
@@ -357,7 +358,8 @@ class ReplicaHandle:
                 except ReplicaDied:
                     pass
 
-    async def _call(self, frame: p.Embed | p.Ping, timeout: float | None = None) -> Any:
+    async def _round_trip(self, frame: p.Embed | p.Ping, timeout: float | None = None) -> Any:
+        """Send a frame that has exactly one reply (an embedding, a pong) and wait for that reply."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
         self.waiters[frame.id] = waiter
@@ -391,11 +393,11 @@ class ReplicaHandle:
         return f"{self.name} stopped while {doing} ({self._gone()}); retry the request"
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
-        frame = await self._call(p.Embed(id=next(self.ids), request=request))
+        frame = await self._round_trip(p.Embed(id=next(self.ids), request=request))
         return frame.result  # type: ignore[no-any-return]
 
     async def ping(self, timeout: float) -> None:
-        await self._call(p.Ping(id=next(self.ids)), timeout)
+        await self._round_trip(p.Ping(id=next(self.ids)), timeout)
 
 
 class ProcessReplica(ReplicaHandle):
@@ -457,7 +459,8 @@ class ProcessReplica(ReplicaHandle):
             )
         self.pid = self.proc.pid
         exited: asyncio.Future[int | None] = asyncio.ensure_future(self.proc.wait())
-        done, _ = await asyncio.wait({connected, exited}, return_when=asyncio.FIRST_COMPLETED)
+        first: set[asyncio.Future[Any]] = {connected, exited}
+        done, _ = await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
         if connected not in done:
             self.returncode = self.proc.returncode
             raise self._launch_error(f"{self._gone()} before connecting")
@@ -528,8 +531,9 @@ def _ending(code: int | None) -> str:
     return f"exited with code {code}"
 
 
-class _Pinger:
-    """Puts ``KEEPALIVE`` on a request's queue after ``interval`` seconds without output.
+class _KeepaliveTimer:
+    """Puts ``KEEPALIVE`` on a request's queue after ``interval`` seconds without output (an SSE keep-alive;
+    not the health probe, which is ``ping``).
 
     One timer per stream, re-armed from the time of the last output, so the
     per-chunk cost is one clock read.
