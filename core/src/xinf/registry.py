@@ -25,7 +25,7 @@ from xinf.types import ABILITIES, ModelSource, ModelSpec
 log = logging.getLogger(__name__)
 
 MODEL_TYPES = ("LLM", "embedding")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")  # \Z: '$' would let a trailing newline through
 
 
 class FamilySpec(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -87,7 +87,10 @@ class Family(msgspec.Struct, kw_only=True, omit_defaults=True):
 def parse_family(data: dict[str, Any]) -> Family:
     """A family from our JSON form or from Xinference's custom-model JSON."""
     if "model_name" in data and "name" not in data:
-        data = _from_xinference(data)
+        try:
+            data = _from_xinference(data)
+        except (AttributeError, TypeError, ValueError, KeyError) as exc:  # a field of the wrong type
+            raise InvalidRequest(f"invalid model registration: {type(exc).__name__}: {exc}") from None
     try:
         family = msgspec.convert(data, Family, strict=False)
     except msgspec.ValidationError as exc:

@@ -37,7 +37,25 @@ def cli() -> None:
 @click.option(
     "--api-key",
     default=None,
-    help="Require 'Authorization: Bearer KEY' on every route but /health (default: $XINF_API_KEY).",
+    help="Admin key (visible in ps: prefer $XINF_API_KEY or --api-key-file).",
+)
+@click.option(
+    "--api-key-file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="File of 'admin KEY' / 'inference KEY' lines, KEY or sha256:HEX ($XINF_API_KEYS_FILE).",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    default=None,
+    metavar="IPS",
+    help="Comma-separated proxies whose X-Forwarded-For is trusted ($XINF_FORWARDED_ALLOW_IPS; default: none).",
+)
+@click.option(
+    "--cors-allow-origins",
+    default=None,
+    metavar="ORIGINS",
+    help="Comma-separated browser origins allowed to call the API, or '*' ($XINF_CORS_ALLOW_ORIGINS; default: none).",
 )
 @click.option(
     "--cluster",
@@ -53,6 +71,9 @@ def serve(
     log_level: str,
     access_log: bool,
     api_key: str | None,
+    api_key_file: str | None,
+    forwarded_allow_ips: str | None,
+    cors_allow_origins: str | None,
     cluster: str | None,
 ) -> None:
     """Start the server."""
@@ -70,6 +91,13 @@ def serve(
         raise click.ClickException(str(exc)) from None
     if api_key:
         settings.api_key = api_key
+        click.echo("warning: --api-key shows in the process list; use $XINF_API_KEY or --api-key-file", err=True)
+    from xinf.server import connections, security
+
+    try:
+        security.apply_options(settings, api_key_file, forwarded_allow_ips, cors_allow_origins)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
     joined = None
     if cluster:
         joined = join_cluster(cluster)
@@ -81,6 +109,8 @@ def serve(
     except ImportError:
         loop = "asyncio"
     click.echo(f"xinf serving on http://{host}:{port} (home {settings.home})", err=True)
+    for note in security.startup_notes(settings, host):
+        logging.getLogger("xinf.server").warning(note)
     uvicorn.run(
         app,
         host=host,
@@ -89,6 +119,10 @@ def serve(
         access_log=access_log,
         loop=loop,
         timeout_graceful_shutdown=10,
+        # X-Forwarded-For only from the proxies the operator names (uvicorn trusts 127.0.0.1 by default).
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
+        **connections.configure(settings),
     )
 
 
@@ -387,7 +421,9 @@ def engines(model_name: str | None, endpoint: str, api_key: str | None, as_json:
 def spec_label(spec: dict[str, Any]) -> str:
     """``ggufv2 0.5B q4_k_m``: format, size when known, quantization."""
     size = spec.get("size_in_billions")
-    return " ".join(str(p) for p in (spec["format"], f"{size}B" if size is not None else None, spec["quantization"]) if p)
+    return " ".join(
+        str(p) for p in (spec["format"], f"{size}B" if size is not None else None, spec["quantization"]) if p
+    )
 
 
 # ---------------------------------------------------------------- registrations
