@@ -85,6 +85,7 @@ def test_documented_defaults(tmp_path: Path) -> None:
         "XINFERENCE_TRANSFORMERS_ENABLE_BATCHING": (s.transformers_enable_batching, True),
         "XINF_API_KEY": (s.api_key, None),
         "XINF_MAX_BODY_BYTES": (s.max_body, 32 << 20),
+        "XINF_CPU_CORES_PER_REPLICA": (s.cpu_cores_per_replica, None),
     }
     for name, (value, default) in expected.items():
         assert value == default, name
@@ -125,6 +126,8 @@ def test_documented_defaults(tmp_path: Path) -> None:
         ("XINFERENCE_TRANSFORMERS_ENABLE_BATCHING", "0", "transformers_enable_batching", False),
         ("XINF_API_KEY", "k", "api_key", "k"),
         ("XINF_MAX_BODY_BYTES", "4096", "max_body", 4096),
+        ("XINF_CPU_CORES_PER_REPLICA", "2", "cpu_cores_per_replica", 2),
+        ("XINF_CPU_CORES_PER_REPLICA", "0", "cpu_cores_per_replica", 0),
     ],
 )
 def test_each_variable_is_read(name: str, raw: str, field: str, value: object) -> None:
@@ -146,6 +149,9 @@ def test_each_variable_is_read(name: str, raw: str, field: str, value: object) -
         ("XINFERENCE_MAX_TOKENS", "-5", "XINFERENCE_MAX_TOKENS='-5' must be at least 1"),
         ("XINFERENCE_LAUNCH_STRATEGY", "RANDOM", "XINFERENCE_LAUNCH_STRATEGY='RANDOM' is not one of"),
         ("XINF_MAX_BODY_BYTES", "10", "XINF_MAX_BODY_BYTES='10' must be at least 1024"),
+        ("XINF_CPU_CORES_PER_REPLICA", "-1", "XINF_CPU_CORES_PER_REPLICA='-1' must be at least 0"),
+        ("XINF_SIMULATED_CPU_CORES", "0", "XINF_SIMULATED_CPU_CORES='0' must be at least 1"),
+        ("XINF_SIMULATED_HOST_MEMORY", "lots", "XINF_SIMULATED_HOST_MEMORY: not a size: 'lots'"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, raw: str, message: str) -> None:

@@ -219,6 +219,7 @@ class ModelManager:
             "allow_multi_replica": self.settings.allow_multi_replica_per_gpu,
             "first_replica": first,
             "worker_ip": req.worker_ip,
+            "cores_per_replica": self.settings.cpu_cores_per_replica,
         }
 
     def _replica(self, model: RunningModel, pl: Any) -> ReplicaHandle:
@@ -343,7 +344,10 @@ class ModelManager:
         first = max((r.index for r in model.replicas), default=-1) + 1
         request = msgspec.structs.replace(model.request, n_gpu=n_gpu) if n_gpu != "auto" else model.request
         hardware = await asyncio.to_thread(self.hardware)
-        placements = placement.plan(**self._plan_args(model, hardware, count, request, first))
+        args = self._plan_args(model, hardware, count, request, first)
+        if args["cores_per_replica"] is None and model.replicas and model.replicas[0].launch.placement.cores:
+            args["cores_per_replica"] = len(model.replicas[0].launch.placement.cores)  # as many as the first has
+        placements = placement.plan(**args)
         for pl in placements:
             self.ledger.add(f"{uid}/{pl.replica}", pl)
         fresh = [self._replica(model, pl) for pl in placements]

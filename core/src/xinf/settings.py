@@ -45,6 +45,7 @@ class Settings(msgspec.Struct, kw_only=True):
     text_to_image_batching_size: str | None = None
     api_key: str | None = None
     max_body: int = 32 << 20
+    cpu_cores_per_replica: int | None = None  # None: the node's cores divided among a launch's replicas
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -83,6 +84,16 @@ class Settings(msgspec.Struct, kw_only=True):
         s.text_to_image_batching_size = env.get("XINFERENCE_TEXT_TO_IMAGE_BATCHING_SIZE") or None
         s.api_key = env.get("XINF_API_KEY") or None
         s.max_body = _int(env, "XINF_MAX_BODY_BYTES", s.max_body, 1024)
+        if env.get("XINF_CPU_CORES_PER_REPLICA", "").strip():
+            s.cpu_cores_per_replica = _int(env, "XINF_CPU_CORES_PER_REPLICA", 0, 0)
+        _int(env, "XINF_SIMULATED_CPU_CORES", 1, 1)  # read by the inventory; checked here so a typo stops start-up
+        if env.get("XINF_SIMULATED_HOST_MEMORY", "").strip():
+            from xinf.devices import parse_size
+
+            try:
+                parse_size(env["XINF_SIMULATED_HOST_MEMORY"])
+            except ValueError as exc:
+                raise SettingsError(f"XINF_SIMULATED_HOST_MEMORY: {exc}") from None
         return s
 
 

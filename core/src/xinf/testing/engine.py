@@ -24,6 +24,8 @@ Launch options (``xinf launch ... --option value`` or extra launch JSON keys):
   ``closed`` (aborted by the server) to, one line per request: shows that a
   client's disconnect reached the engine, wherever the replica runs.
 - ``vram``: bytes ``estimate_vram`` reports as weights (default 1 GiB).
+- ``host_memory``: bytes it reports as host memory on the CPU (default 64 MiB:
+  the test engine holds no weights, and its replicas must fit small machines).
 - ``context_length``: prompt words allowed (default 2048).
 """
 
@@ -37,7 +39,7 @@ from typing import Any
 
 import msgspec
 
-from xinf import hookimpl
+from xinf import cores, hookimpl
 from xinf.engine import (
     Chunk,
     Device,
@@ -78,6 +80,7 @@ class TestOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     fail_load: str | None = None
     events: str | None = None
     vram: int = GiB
+    host_memory: int = 64 << 20
     context_length: int = 2048
     max_tokens_default: int = 16
 
@@ -88,6 +91,7 @@ class TestModel:
         self.options = options
         self.placement = placement
         self.env = dict(os.environ)
+        self.threads = cores.threads(placement)  # reported as real engines size their pools
 
 
 def parse_options(options: dict[str, Any]) -> TestOptions:
@@ -115,7 +119,7 @@ def estimate_vram(spec: ModelSpec, options: dict[str, Any], devices: list[Device
         kv_cache=kv,
         overhead=overhead,
         per_device=[need // len(devices)] * len(devices) if devices else [],
-        host=0 if devices else need,
+        host=0 if devices else opts.host_memory,
     )
 
 
