@@ -82,4 +82,4 @@ def size(n: int) -> str:
     for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20)):
         if n >= scale:
             return f"{n / scale:.2f} {unit}"
-    return f"{n / 1024:.1f} KiB"
+    return f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} B"
