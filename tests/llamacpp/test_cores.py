@@ -62,6 +62,14 @@ def test_three_replicas_pin_to_disjoint_cores_and_run_that_many_threads(server: 
     assert reply.choices[0].message.content
 
 
+def test_the_n_threads_option_wins_over_the_core_set(server: ServerProcess) -> None:
+    server.launch(model_name="smollm2-instruct", model_uid="opt", n_ctx=512, n_parallel=1, n_threads=2)
+    [replica] = server.http.get("/v1/models/opt").json()["replicas"]
+    assert len(replica["cores"]) == 1 and replica["threads"] == 2
+    assert "threadpool init, n_threads = 2\n" in Path(replica["log"]).read_text()
+    server.http.delete("/v1/models/opt")
+
+
 def test_an_option_that_explodes_the_estimate_is_a_400_naming_the_memory(server: ServerProcess) -> None:
     body = {"model_name": "smollm2-instruct", "model_uid": "huge", "n_ctx": 1_000_000_000}
     response = server.http.post("/v1/models", json=body)
