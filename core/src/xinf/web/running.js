@@ -66,9 +66,10 @@ function replica(r) {
   const where = r.devices.length ? `GPU ${r.devices.join(", ")}` : "CPU";
   const parts = [`#${r.index}`, h("span", { class: `status-${r.status}` }, r.status), where];
   if (r.cores && r.cores.length) {
-    parts.push(`cores ${coreRanges(r.cores)}` + (r.threads ? ` (${r.threads} threads)` : ""));
+    const threads = r.threads ? ` (${r.threads} thread${r.threads === 1 ? "" : "s"})` : "";
+    parts.push(`cores ${coreRanges(r.cores)}${threads}`);
   }
-  if (r.host_memory) parts.push(`${bytes(r.host_memory)} RAM reserved`);
+  if (r.host_memory) parts.push(`${bytes(r.host_memory)} RAM`);
   if (r.pid) parts.push(`pid ${r.pid}`);
   if (r.inflight) parts.push(`${r.inflight} in flight`);
   return h("li", {}, parts.flatMap((p, i) => (i ? [" · ", p] : [p])));
