@@ -329,7 +329,10 @@ class ModelManager:
             return where
         key = f"{model.uid}/{dead.index}"
         self.ledger.release(key)
-        [fresh] = placement.plan(**self._plan_args(model, hardware, 1, model.request, dead.index))
+        args = self._plan_args(model, hardware, 1, model.request, dead.index)
+        if args["cores_per_replica"] is None and where.cores:
+            args["cores_per_replica"] = len(where.cores)  # as many cores as it had, on its new node
+        [fresh] = placement.plan(**args)
         self.ledger.add(key, fresh)
         log.warning("%s lost node %s; placing it on node %s", dead.name, where.node[:12], (fresh.node or "")[:12])
         return fresh
