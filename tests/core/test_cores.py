@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -105,18 +106,27 @@ def test_ranges() -> None:
     assert parse_ranges("0-2,5,7-8") == [0, 1, 2, 5, 7, 8]
 
 
-def test_pin_maps_simulated_cores_onto_real_ones() -> None:
+PIN = """
+import os, threading
+from xinf.cores import pin, real_cores
+real = real_cores(); n = len(real)
+started = threading.Event(); done = threading.Event()
+earlier = threading.Thread(target=lambda: (started.set(), done.wait())); earlier.start(); started.wait()
+pinned = pin([n, n + 1] if n > 1 else [n])  # simulated cores beyond the real ones
+expected = sorted({real[0], real[1 % n]})
+print(pinned == expected == sorted(os.sched_getaffinity(0)) == sorted(os.sched_getaffinity(earlier.native_id)))
+print(os.environ["OMP_NUM_THREADS"], os.environ["MKL_NUM_THREADS"])
+done.set()
+"""
+
+
+def test_pin_maps_simulated_cores_onto_real_ones_for_every_thread() -> None:
     # In a child process: pinning the test process itself would slow the rest of the run.
-    code = (
-        "import os; from xinf.cores import pin, real_cores; real = real_cores(); n = len(real); "
-        "pinned = pin([n, n + 1] if n > 1 else [n]); "
-        "print(pinned == sorted(os.sched_getaffinity(0)) == sorted({real[0], real[1 % n]}), os.environ['OMP_NUM_THREADS'])"
-    )
-    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_NUM_THREADS"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", PIN], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
-    flag, threads = out.stdout.split()
-    assert flag == "True" and threads in ("1", "2")
+    threads = "2" if len(os.sched_getaffinity(0)) > 1 else "1"  # one thread per core of the set
+    assert out.stdout.split() == ["True", threads, threads]
 
 
 # ---------------------------------------------------------------- host memory

@@ -157,7 +157,13 @@ def pin(cores: list[int]) -> list[int]:
     real = real_cores()
     mapped = sorted({c if c in real else real[c % len(real)] for c in cores})
     try:
-        os.sched_setaffinity(0, mapped)
+        # Affinity belongs to a thread: pin every thread of the process (a Ray actor runs this off its main
+        # thread), so the threads that exist already and those started later all keep to the set.
+        for tid in _threads():
+            try:
+                os.sched_setaffinity(tid, mapped)
+            except ProcessLookupError:  # the thread ended meanwhile
+                pass
     except OSError as exc:  # a container that forbids some of them: keep what we have
         log.warning("could not pin this replica to CPUs %s: %s", ranges(mapped), exc)
         return []
@@ -168,6 +174,14 @@ def pin(cores: list[int]) -> list[int]:
     else:
         log.info("pinned to CPUs %s", ranges(mapped))
     return mapped
+
+
+def _threads() -> list[int]:
+    """This process's thread ids (Linux), the calling thread first; just the calling thread elsewhere."""
+    try:
+        return [0, *(int(t) for t in os.listdir("/proc/self/task"))]
+    except OSError:
+        return [0]
 
 
 def threads(placement: object) -> int | None:
