@@ -120,6 +120,7 @@ done.set()
 """
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is a Linux API")
 def test_pin_maps_simulated_cores_onto_real_ones_for_every_thread() -> None:
     # In a child process: pinning the test process itself would slow the rest of the run.
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
