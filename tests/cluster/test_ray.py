@@ -13,7 +13,6 @@ import importlib.util
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 
 from xinf.cores import ranges
 from xinf.testing.server import ServerProcess, free_port
+from xinf.testing.wait import wait_for
 
 # raycluster points Ray at the loopback address before importing it; skipped where Ray is not installed.
 raycluster = pytest.importorskip("raycluster")
@@ -32,16 +32,6 @@ LocalRayCluster = raycluster.LocalRayCluster
 
 GiB = 1 << 30
 HELLO = [{"role": "user", "content": "hello"}]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 def xinf(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:

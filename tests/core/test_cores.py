@@ -11,9 +11,9 @@ import pytest
 
 from xinf.cores import parse_ranges, ranges
 from xinf.devices import simulated_devices
-from xinf.engine import Device, Hardware, MemoryEstimate, Node
 from xinf.errors import LaunchError
 from xinf.placement import HOST, Ledger, plan
+from xinf.types import Device, Hardware, MemoryEstimate, Node
 
 GiB = 1 << 30
 

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from xinf.cores import ranges
-from xinf.engine import Placement
+from xinf.types import Placement
 from xinf_vllm.engine import bind_threads
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="CPU affinity is a Linux API")

@@ -8,7 +8,7 @@ import platform
 import re
 
 from xinf.cores import host_cores
-from xinf.engine import Device, Hardware
+from xinf.types import Device, Hardware
 
 log = logging.getLogger(__name__)
 

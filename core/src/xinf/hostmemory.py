@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import os
 
-from xinf.engine import MemoryEstimate
 from xinf.errors import LaunchError
+from xinf.types import MemoryEstimate
+from xinf.units import format_bytes as size
 
 
 def read() -> tuple[int, int]:
@@ -75,11 +76,3 @@ def check(
         lines += [f"    {line}" for line in estimate.note.splitlines()]
     lines.append("  lower the context (n_ctx, context_length, max_model_len) or the batch, or use a smaller model")
     raise LaunchError("\n".join(lines), code="insufficient_host_memory")
-
-
-def size(n: int) -> str:
-    """Bytes in the largest binary unit that keeps the figure readable."""
-    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} B"

@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from xinf.downloads import Download
-from xinf.engine import Chunk, EmbedRequest, EmbedResult, GenerateRequest, ModelSpec
 from xinf.errors import Overloaded, Unavailable, XinfError
-from xinf.metrics import ReplicaStats
 from xinf.replica.handle import KEEPALIVE, ReplicaDied, ReplicaHandle
 from xinf.schemas import LaunchRequest
+from xinf.stats import ReplicaStats
+from xinf.types import Chunk, EmbedRequest, EmbedResult, GenerateRequest, ModelSpec
 
 log = logging.getLogger(__name__)
 

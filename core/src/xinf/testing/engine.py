@@ -40,7 +40,9 @@ from typing import Any
 import msgspec
 
 from xinf import cores, hookimpl
-from xinf.engine import (
+from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, LaunchError
+from xinf.stops import StopMatcher
+from xinf.types import (
     Chunk,
     Device,
     EmbedRequest,
@@ -54,8 +56,6 @@ from xinf.engine import (
     TokenLogprob,
     Usage,
 )
-from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, LaunchError
-from xinf.stops import StopMatcher
 
 ENGINE = "test"
 WORDS = (
