@@ -222,6 +222,10 @@ class RunningModel:
                     "devices": r.launch.placement.devices,
                     "reserved": r.launch.placement.reserved,
                     "gpu_layers": r.launch.placement.gpu_layers,
+                    "host_memory": r.launch.placement.host,
+                    "cores": r.launch.placement.cores,
+                    "cpus": r.info.get("cpus"),  # the real CPUs pinned (simulated cores map onto them)
+                    "threads": r.info.get("threads"),  # as the engine reports them
                     "node": r.node,
                     "log": r.log,
                 }

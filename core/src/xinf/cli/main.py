@@ -271,8 +271,11 @@ def print_plan(plan: dict[str, Any]) -> None:
         layers = f"{r['gpu_layers']}/{est.get('total_layers', '?')}" if r.get("gpu_layers") is not None else "-"
         total = format_bytes(est["weights"] + est["kv_cache"] + est["overhead"]) if est else "unknown"
         node = [(r.get("node") or "")[:12]] if nodes else []
-        rows.append((r.get("replica", 0), *node, devices, reserved, layers, total))
-    headers = ["REPLICA", *(["NODE"] if nodes else []), "DEVICES", "RESERVED", "GPU LAYERS", "ESTIMATE"]
+        host = format_bytes(r["host"]) if r.get("host") else "-"
+        cores = replica_cores([r])
+        rows.append((r.get("replica", 0), *node, devices, reserved, layers, host, cores, total))
+    headers = ["REPLICA", *(["NODE"] if nodes else []), "DEVICES", "RESERVED", "GPU LAYERS", "HOST MEMORY", "CORES"]
+    headers.append("ESTIMATE")
     click.echo(render(headers, rows))
 
 
@@ -363,14 +366,20 @@ def list_models(endpoint: str, api_key: str | None, as_json: bool) -> None:
             m["model_format"],
             m.get("model_size_in_billions"),
             m.get("quantization"),
-            sum(1 for r in m.get("replicas", []) if r["status"] == "ready"),
-            m["replica"],
+            f"{sum(1 for r in m.get('replicas', []) if r['status'] == 'ready')}/{m['replica']}",
+            replica_cores(m.get("replicas", [])),
             m["status"] + (f": {m['error']}" if m.get("error") else ""),
         )
         for m in data
     ]
-    ready = [(*r[:6], f"{r[6]}/{r[7]}", r[8]) for r in rows]
-    click.echo(render(["UID", "NAME", "ENGINE", "FORMAT", "SIZE(B)", "QUANT", "REPLICAS", "STATUS"], ready))
+    click.echo(render(["UID", "NAME", "ENGINE", "FORMAT", "SIZE(B)", "QUANT", "REPLICAS", "CORES", "STATUS"], rows))
+
+
+def replica_cores(replicas: list[dict[str, Any]]) -> str:
+    """Each replica's CPU cores, ``0-1 | 2-3``; ``-`` where cores are not placed."""
+    from xinf.cores import ranges
+
+    return " | ".join(ranges(r.get("cores") or []) or "-" for r in replicas) or "-"
 
 
 @cli.command()

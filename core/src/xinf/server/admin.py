@@ -234,12 +234,16 @@ async def devices(request: Request) -> Response:
             "cpu_count": hardware.cpu_count,
             "memory_total": hardware.memory_total,
             "memory_available": hardware.memory_available,
+            "memory_reserved": ledger.reserved(placement.HOST),  # by replicas of this machine (outside a cluster)
+            "cores": hardware.cores,
+            "cores_held": ledger.cores.owners(None),  # replica -> its cores (outside a cluster)
             "cluster": cluster.address if cluster is not None else None,
             "nodes": [
                 {
                     **msgspec.to_builtins(n),
                     "reserved": ledger.reserved(placement.HOST, n.id),
                     "replicas": sorted(ledger.on_node(n.id)),
+                    "cores_held": ledger.cores.owners(n.id),
                 }
                 for n in hardware.nodes
             ],
