@@ -51,8 +51,13 @@ def detect_type(data: dict[str, Any], hint: str | None = None) -> str:
     return "LLM"
 
 
-def convert(data: dict[str, Any], model_type: str | None = None) -> dict[str, Any]:
-    """An xinf family (the registry's JSON form) from one Xinference entry; raises ``Skip`` with the reason."""
+def convert(data: dict[str, Any], model_type: str | None = None, *, keep_template: bool = True) -> dict[str, Any]:
+    """An xinf family (the registry's JSON form) from one Xinference entry; raises ``Skip`` with the reason.
+
+    ``keep_template=False`` drops Xinference's chat template (catalogue entries):
+    the model's own template then stays in use; a registration keeps the one
+    its author wrote.
+    """
     if not isinstance(data, dict) or not data.get("model_name"):
         raise Skip("not a model entry (no model_name)")
     kind = detect_type(data, model_type)
@@ -66,7 +71,7 @@ def convert(data: dict[str, Any], model_type: str | None = None) -> dict[str, An
         "abilities": abilities,
         "family": data.get("model_family"),
         "context_length": data.get("context_length") or data.get("max_tokens"),
-        "chat_template": data.get("chat_template"),
+        "chat_template": data.get("chat_template") if keep_template else None,
         "stop": data.get("stop") or [],
         "reasoning_start_tag": data.get("reasoning_start_tag"),
         "reasoning_end_tag": data.get("reasoning_end_tag"),
