@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from xinf.downloads.select import select
@@ -143,6 +144,8 @@ def test_gguf_llm_registers_launches_and_answers(client: object, make: object) -
     reply = model.chat(PARIS, generate_config={"max_tokens": 8, "temperature": 0})
     assert "paris" in reply["choices"][0]["message"]["content"].lower()
     assert client.describe_model(uid)["model_path"] == str(SMOL / "SmolLM2-135M-Instruct.Q4_1.gguf")  # type: ignore[attr-defined]
+    tokens = httpx.post(f"{client.base_url}/v1/convert_ids_to_tokens", json={"model": uid, "input": [1, 2]})  # type: ignore[attr-defined]
+    assert tokens.json() == ["<|im_start|>", "<|im_end|>"]  # read from the GGUF file's vocabulary
     client.terminate_model(uid)  # type: ignore[attr-defined]
 
 
@@ -163,6 +166,7 @@ def test_embedding_registers_as_an_embedding_and_embeds(client: object, make: ob
     uid = client.launch_model(model_name=name, model_type="embedding", model_engine="transformers", threads=1)  # type: ignore[attr-defined]
     result = client.get_model(uid).create_embedding(["Paris is in France"])  # type: ignore[attr-defined]
     assert len(result["data"][0]["embedding"]) == 384
+    assert client.get_model(uid).convert_ids_to_tokens([[101, 102]]) == [["[CLS]", "[SEP]"]]  # type: ignore[attr-defined]
     client.terminate_model(uid)  # type: ignore[attr-defined]
 
 

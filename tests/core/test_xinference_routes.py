@@ -474,3 +474,13 @@ def test_abort_cluster_stops_the_server(tmp_path: Path) -> None:
         assert client.abort_cluster() is True
         assert srv.proc is not None and srv.proc.wait(30) in (0, -15)  # stopped as by SIGTERM
         client.close()
+
+
+def test_login_with_the_api_key(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path / "h", args=["--api-key", "sekret"]) as srv:
+        client = xc.RESTfulClient(srv.url)
+        with pytest.raises(RuntimeError, match="wrong API key"):
+            client.login("anyone", "guess")
+        client.login("anyone", "sekret")
+        assert client.list_models() == {}
+        client.close()

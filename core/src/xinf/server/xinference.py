@@ -10,6 +10,7 @@ Model-type routes xinf has no engine for answer 400 naming the model, never 404.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import os
 import re
 import signal
@@ -20,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from xinf.errors import InvalidRequest
+from xinf.errors import AuthenticationError, InvalidRequest
 from xinf.registry import MODEL_TYPES
 from xinf.server.admin import engine_matches, registrations, state
 from xinf.server.http import decode, json_response, read_body
@@ -63,6 +64,26 @@ async def convert_ids_to_tokens(request: Request) -> Response:
         replica = model.pick()
         tokens = await replica.call("convert_ids_to_tokens", ids=rows)
     return json_response(tokens[0] if flat else tokens)
+
+
+# ---------------------------------------------------------------- login
+
+
+class Login(msgspec.Struct, kw_only=True):
+    username: str = ""
+    password: str
+
+
+async def token(request: Request) -> Response:
+    """``POST /token`` (xinference-client's ``login``): xinf has API keys, not users; the password is the key."""
+    st = state(request)
+    req = decode(await read_body(request, st.max_body), Login)
+    key = st.settings.api_key
+    if not key:
+        raise InvalidRequest("this server needs no login: it was started without --api-key")
+    if not hmac.compare_digest(req.password.encode(), key.encode()):
+        raise AuthenticationError("wrong API key (give the server's API key as the password)")
+    return json_response({"access_token": key, "token_type": "bearer"})
 
 
 # ---------------------------------------------------------------- engines
@@ -298,6 +319,7 @@ _UNSERVED = {
 def routes() -> list[BaseRoute]:
     """Routes that must come before ``/v1/models/{uid}`` and the other catch-alls."""
     return [
+        Route("/token", token, methods=["POST"]),
         Route("/v1/convert_ids_to_tokens", convert_ids_to_tokens, methods=["POST"]),
         Route("/v1/models/instances", instances, methods=["GET"]),
         Route("/v1/models/vllm-supported", vllm_supported, methods=["GET"]),
