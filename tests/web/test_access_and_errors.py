@@ -158,7 +158,7 @@ def test_download_progress_and_cancel(start_server, page: Any, shot) -> None:
         assert registered.status_code == 200, registered.text
 
         page.goto(server.url)
-        row = region(page, "Models").get_by_role("row").filter(has_text="tiny")
+        row = region(page, "Models").get_by_role("row").filter(has_text=re.compile(r"^tiny registered"))
         expect(row).to_contain_text("registered")
         row.get_by_role("button", name="Launch tiny…").click()
         form = region(page, "Launch a model")
