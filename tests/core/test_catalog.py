@@ -12,9 +12,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from xinf.engine import ABILITIES, FORMATS
 from xinf.registry import Family, Registry
 from xinf.testing.server import ServerProcess
+from xinf.types import ABILITIES, FORMATS
 
 FILES = {"LLM": "llm.json", "embedding": "embedding.json", "rerank": "rerank.json"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.{}-]+$")
@@ -92,7 +92,7 @@ def test_names_are_unique_and_load() -> None:
     assert registry.get("Qwen3-Thinking").reasoning_end_tag == "</think>"
     assert registry.get("Qwen3-Instruct").tool_parser == "qwen"
     assert registry.get("bge-m3").model_type == "embedding" and registry.get("bge-m3").dimensions == 1024
-    assert all(f.chat_template is None for f in registry.list(builtin=True)), "the model's own template stays"
+    assert all(f.chat_template is None for f in registry.list_families(builtin=True)), "the model's own template stays"
 
 
 XINFERENCE_LLM = [

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xinf.engine import ABILITIES
+from xinf.types import ABILITIES
 
 HUBS = ("huggingface", "modelscope", "csghub")
 RERANK_KINDS = ("normal", "LLM-based", "LLM-based layerwise", "unknown")
@@ -144,8 +144,9 @@ def _specs(raw: dict[str, Any], family: str | None) -> list[dict[str, Any]]:
             files[hub] = src["model_id"]
         else:
             continue  # openmind_hub and other hubs xinf does not download from
-        if files["file_split"] and files["quantization_parts"]:
-            files["quantizations"] = _with_split(files["quantizations"], files["quantization_parts"])
+        parts = files["quantization_parts"]
+        if files["file_split"] and isinstance(parts, dict):
+            files["quantizations"] = list(quants) + [q for q in parts if q not in quants]  # split-only ones too
         key = json.dumps({k: v for k, v in files.items() if k not in HUBS}, sort_keys=True)
         grouped.setdefault(key, {"format": fmt, "size_in_billions": size}).update(
             {k: v for k, v in files.items() if v is not None}
@@ -155,11 +156,6 @@ def _specs(raw: dict[str, Any], family: str | None) -> list[dict[str, Any]]:
             if not spec.get("file") and not spec.get("path"):
                 raise Skip(f"a ggufv2 spec of family {family or '?'} has no model_file_name_template")
     return [{k: v for k, v in s.items() if v is not None} for s in grouped.values()]
-
-
-def _with_split(quants: list[str], parts: dict[str, list[str]]) -> list[str]:
-    """Quantizations that only exist as split files are listed too (Xinference keeps them in the parts only)."""
-    return list(quants) + [q for q in parts if q not in quants]
 
 
 def _local(uri: str) -> str:
@@ -201,7 +197,7 @@ def type_of_file(path: Path) -> str | None:
 def read_entries(path: Path) -> list[tuple[Path, dict[str, Any], str | None]]:
     """Every entry of a JSON file, or of every JSON file under a directory, with the type its file implies."""
     files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
-    out = []
+    out: list[tuple[Path, dict[str, Any], str | None]] = []
     for file in files:
         data = json.loads(file.read_bytes())
         entries = data if isinstance(data, list) else [data]

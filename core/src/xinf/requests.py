@@ -16,9 +16,9 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
-from xinf.engine import Chunk
 from xinf.errors import Conflict, InvalidRequest
 from xinf.replica.handle import KEEPALIVE
+from xinf.types import Chunk
 
 FINISHED_KEPT = 1024  # finished requests whose progress can still be asked for
 ABORT = "abort"  # the finish_reason of every choice of an aborted request

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from xinf.cli.main import client, echo_json, endpoint_option, json_option
+from xinf.cli.options import client, echo_json, endpoint_option, json_option
 
 
 @click.group()

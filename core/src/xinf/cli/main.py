@@ -7,45 +7,15 @@ Only click is imported here; each command imports what it needs, so
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Any
 
 import click
 
+from xinf.cli import ops
+from xinf.cli.catalog import catalog
+from xinf.cli.options import client, echo_json, endpoint_option, json_option
 from xinf.cli.table import render
-
-DEFAULT_ENDPOINT = "http://127.0.0.1:9997"
-
-
-def endpoint_option(f: Any) -> Any:
-    f = click.option(
-        "-e",
-        "--endpoint",
-        default=lambda: os.environ.get("XINFERENCE_ENDPOINT", DEFAULT_ENDPOINT),
-        show_default="$XINFERENCE_ENDPOINT or " + DEFAULT_ENDPOINT,
-        help="URL of the xinf server.",
-    )(f)
-    f = click.option(
-        "--api-key",
-        default=lambda: os.environ.get("XINF_API_KEY"),
-        help="API key for a server started with --api-key ($XINF_API_KEY).",
-    )(f)
-    return f
-
-
-def json_option(f: Any) -> Any:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
-
-
-def client(endpoint: str, api_key: str | None, timeout: float | None = 30.0) -> Any:
-    from xinf.cli.client import Client
-
-    return Client(endpoint, api_key, timeout)
-
-
-def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -200,7 +170,7 @@ def parse_extra(args: list[str]) -> dict[str, Any]:
 @endpoint_option
 @json_option
 @click.pass_context
-def launch(ctx: click.Context, **kw: Any) -> None:
+def launch(ctx: click.Context, /, **kw: Any) -> None:
     """Launch a model. Extra --name value pairs are engine options (e.g. --n_ctx 4096)."""
     if not kw["model_name"] and not kw["model_path"]:
         raise click.UsageError("give --model-name or --model-path")
@@ -253,7 +223,7 @@ def launch(ctx: click.Context, **kw: Any) -> None:
 
 
 def print_plan(plan: dict[str, Any]) -> None:
-    from xinf.cli.table import size
+    from xinf.units import format_bytes
 
     click.echo(
         f"{plan['model_uid']}: {plan['model_name']} ({plan['model_format']} {plan['quantization']}) "
@@ -264,9 +234,9 @@ def print_plan(plan: dict[str, Any]) -> None:
     for r in plan["replicas"]:
         est = r.get("estimate") or {}
         devices = ", ".join(f"GPU {d}" for d in r.get("devices", [])) or "CPU"
-        reserved = ", ".join(size(b) for b in r.get("reserved", [])) or "-"
+        reserved = ", ".join(format_bytes(b) for b in r.get("reserved", [])) or "-"
         layers = f"{r['gpu_layers']}/{est.get('total_layers', '?')}" if r.get("gpu_layers") is not None else "-"
-        total = size(est["weights"] + est["kv_cache"] + est["overhead"]) if est else "unknown"
+        total = format_bytes(est["weights"] + est["kv_cache"] + est["overhead"]) if est else "unknown"
         node = [(r.get("node") or "")[:12]] if nodes else []
         rows.append((r.get("replica", 0), *node, devices, reserved, layers, total))
     headers = ["REPLICA", *(["NODE"] if nodes else []), "DEVICES", "RESERVED", "GPU LAYERS", "ESTIMATE"]
@@ -317,7 +287,7 @@ def remove_replica(model_uid: str, replica_id: int, endpoint: str, api_key: str 
 )
 @json_option
 @click.pass_context
-def estimate(ctx: click.Context, **kw: Any) -> None:
+def estimate(ctx: click.Context, /, **kw: Any) -> None:
     """Estimate a model's memory and GPU layers, without a server and without loading it.
 
     Extra --name value pairs are engine options, as for launch (e.g. --n_parallel 1 --cache_type_k q8_0).
@@ -398,15 +368,15 @@ def engines(model_name: str | None, endpoint: str, api_key: str | None, as_json:
         echo_json(data)
         return
     if model_name:
-        rows = []
+        matches = []
         for m in data["matches"]:
             specs = [spec_label(s) for s in m["specs"]]
             if specs:
                 said = f"{len(specs)} spec{'s' if len(specs) != 1 else ''}: {', '.join(dict.fromkeys(specs))}"
             else:
                 said = "; ".join(dict.fromkeys(m["reasons"]))
-            rows.append((m["engine"], m["available"], said))
-        click.echo(render(["ENGINE", "AVAILABLE", "SPECS OR REASON"], rows))
+            matches.append((m["engine"], m["available"], said))
+        click.echo(render(["ENGINE", "AVAILABLE", "SPECS OR REASON"], matches))
         return
     rows = [
         (e["name"], e.get("version") or "-", e.get("distribution") or "-", "ok" if e["ok"] else f"broken: {e['error']}")
@@ -418,7 +388,9 @@ def engines(model_name: str | None, endpoint: str, api_key: str | None, as_json:
 def spec_label(spec: dict[str, Any]) -> str:
     """``ggufv2 0.5B q4_k_m``: format, size when known, quantization."""
     size = spec.get("size_in_billions")
-    return " ".join(str(p) for p in (spec["format"], f"{size}B" if size is not None else None, spec["quantization"]) if p)
+    return " ".join(
+        str(p) for p in (spec["format"], f"{size}B" if size is not None else None, spec["quantization"]) if p
+    )
 
 
 # ---------------------------------------------------------------- registrations
@@ -491,7 +463,11 @@ def registrations(
         echo_json(data)
         return
     if not data:
-        click.echo("no models match" if search or ability else "no custom models registered" + ("" if show_all else " (--all shows built-ins)"))
+        click.echo(
+            "no models match"
+            if search or ability
+            else "no custom models registered" + ("" if show_all else " (--all shows built-ins)")
+        )
         return
     rows = []
     for m in data:
@@ -508,7 +484,7 @@ def registrations(
 @json_option
 def devices(endpoint: str, api_key: str | None, as_json: bool) -> None:
     """Show accelerators, their free memory and what replicas reserved."""
-    from xinf.cli.table import size
+    from xinf.units import format_bytes
 
     data = client(endpoint, api_key).get("/v1/cluster/devices")
     if as_json:
@@ -522,7 +498,7 @@ def devices(endpoint: str, api_key: str | None, as_json: bool) -> None:
                 n["address"],
                 n["hostname"] + (" (this server)" if n["local"] else ""),
                 n["cpu_count"],
-                f"{size(n['memory_available'])} / {size(n['memory_total'])}",
+                f"{format_bytes(n['memory_available'])} / {format_bytes(n['memory_total'])}",
                 ", ".join(n["replicas"]) or "-",
             )
             for n in nodes
@@ -534,8 +510,8 @@ def devices(endpoint: str, api_key: str | None, as_json: bool) -> None:
         click.echo("")
     elif not data["devices"]:
         click.echo(
-            f"no GPU: CPU only ({data['cpu_count']} cores, {size(data['memory_available'])} of "
-            f"{size(data['memory_total'])} memory available)"
+            f"no GPU: CPU only ({data['cpu_count']} cores, {format_bytes(data['memory_available'])} of "
+            f"{format_bytes(data['memory_total'])} memory available)"
         )
         return
     rows = [
@@ -543,10 +519,10 @@ def devices(endpoint: str, api_key: str | None, as_json: bool) -> None:
             *([(d["node"] or "")[:12]] if nodes else []),
             d["index"],
             d["name"],
-            size(d["total_memory"]),
-            size(d["free_memory"]),
-            size(d["reserved"]),
-            size(d["available"]),
+            format_bytes(d["total_memory"]),
+            format_bytes(d["free_memory"]),
+            format_bytes(d["reserved"]),
+            format_bytes(d["available"]),
             ", ".join(d["replicas"]) or "-",
         )
         for d in data["devices"]
@@ -555,13 +531,8 @@ def devices(endpoint: str, api_key: str | None, as_json: bool) -> None:
     click.echo(render(["NODE", *headers] if nodes else headers, rows))
 
 
-from xinf.cli import ops  # noqa: E402  (registers cached, remove-cache, virtualenvs)
-
-ops.register(cli)
-
-from xinf.cli.catalog import catalog  # noqa: E402
-
-cli.add_command(catalog)
+ops.register(cli)  # cached, remove-cache, virtualenvs
+cli.add_command(catalog)  # catalog import
 
 
 def main() -> None:

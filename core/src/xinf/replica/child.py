@@ -21,11 +21,11 @@ import traceback
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
-from xinf.engine import Chunk, GenerateRequest, ModelSpec
 from xinf.errors import InvalidRequest, LaunchError, XinfError
 from xinf.plugins import PluginHost
 from xinf.reasoning import ReasoningSplitter
 from xinf.replica import protocol as p
+from xinf.types import Chunk, GenerateRequest, ModelSpec
 
 log = logging.getLogger("xinf.replica")
 CALLABLE_HOOKS = ("convert_ids_to_tokens",)  # optional per-model hooks the server may call by name
@@ -99,7 +99,8 @@ class Replica:
 
     # ------------------------------------------------------------ requests
 
-    def start(self, frame: p.Generate | p.Embed | p.Call) -> None:
+    def submit(self, frame: p.Generate | p.Embed | p.Call) -> None:
+        """Serve one request in its own task (``cancel`` ends it); the replica process is already running."""
         if isinstance(frame, p.Generate):
             coro = self.generate(frame)
         elif isinstance(frame, p.Embed):
@@ -107,8 +108,9 @@ class Replica:
         else:
             coro = self.call(frame)
         task = asyncio.get_running_loop().create_task(self.guard(frame.id, coro))
-        self.tasks[frame.id] = task
-        task.add_done_callback(lambda _t, rid=frame.id: self.tasks.pop(rid, None))
+        rid = frame.id
+        self.tasks[rid] = task
+        task.add_done_callback(lambda _task: self.tasks.pop(rid, None))
 
     def cancel(self, rid: int) -> None:
         task = self.tasks.get(rid)
@@ -238,7 +240,7 @@ async def serve_stream(reader: asyncio.StreamReader, outlet: Outlet) -> int:
         except (asyncio.IncompleteReadError, ConnectionError):
             break  # the server went away: nobody is left to serve
         if isinstance(frame, (p.Generate, p.Embed, p.Call)):
-            replica.start(frame)
+            replica.submit(frame)
         elif isinstance(frame, p.Cancel):
             replica.cancel(frame.id)
         elif isinstance(frame, p.Ping):

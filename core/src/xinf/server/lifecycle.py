@@ -27,9 +27,9 @@ from starlette.routing import BaseRoute, Route
 
 from xinf.errors import Conflict, InvalidRequest, XinfError
 from xinf.schemas import LAUNCH_FIELDS
-from xinf.server.admin import split_launch, state
+from xinf.server.admin import split_launch
 from xinf.server.http import decode, json_response, read_body
-from xinf.server.state import State
+from xinf.server.state import State, state
 from xinf.storage import atomic_write
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def autostart(st: State) -> Autostart:
     found = st.extras.get("autostart")
     if found is None:
         found = st.extras["autostart"] = Autostart(st)
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 async def get_autostart(request: Request) -> Response:

@@ -23,8 +23,9 @@ from starlette.routing import BaseRoute, Route
 
 from xinf.errors import AuthenticationError, InvalidRequest
 from xinf.registry import MODEL_TYPES
-from xinf.server.admin import engine_matches, registrations, state
+from xinf.server.admin import engine_matches, registrations
 from xinf.server.http import decode, json_response, read_body
+from xinf.server.state import state
 
 # Every model type xinference-client knows; those outside MODEL_TYPES have no registrations here.
 XINFERENCE_TYPES = ("LLM", "embedding", "rerank", "image", "audio", "video", "flexible", "world")
@@ -59,7 +60,7 @@ async def convert_ids_to_tokens(request: Request) -> Response:
     flat = all(isinstance(i, int) for i in req.input)
     if not flat and not all(isinstance(i, list) for i in req.input):
         raise InvalidRequest("input is a list of token ids or a list of such lists, not a mix", param="input")
-    rows: list[list[int]] = [req.input] if flat else req.input  # type: ignore[list-item]
+    rows = [[i for i in req.input if isinstance(i, int)]] if flat else [r for r in req.input if isinstance(r, list)]
     with model.admitted():
         replica = model.pick()
         tokens = await replica.call("convert_ids_to_tokens", ids=rows)

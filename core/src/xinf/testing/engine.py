@@ -38,7 +38,9 @@ from typing import Any
 import msgspec
 
 from xinf import hookimpl
-from xinf.engine import (
+from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, LaunchError
+from xinf.stops import StopMatcher
+from xinf.types import (
     Chunk,
     Device,
     EmbedRequest,
@@ -52,8 +54,6 @@ from xinf.engine import (
     TokenLogprob,
     Usage,
 )
-from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, LaunchError
-from xinf.stops import StopMatcher
 
 ENGINE = "test"
 WORDS = (
