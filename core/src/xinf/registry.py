@@ -25,7 +25,7 @@ from xinf.types import ABILITIES, ModelSource, ModelSpec
 log = logging.getLogger(__name__)
 
 MODEL_TYPES = ("LLM", "embedding")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")  # \Z: '$' would let a trailing newline through
 
 
 class FamilySpec(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -111,6 +111,8 @@ def parse_family(data: dict[str, Any], model_type: str | None = None) -> Family:
             data = catalog.convert(data, model_type)
         except catalog.Skip as exc:
             raise InvalidRequest(f"model {data.get('model_name')!r} cannot be registered here: {exc}") from None
+        except (AttributeError, TypeError, ValueError, KeyError) as exc:  # a field of the wrong type
+            raise InvalidRequest(f"invalid model registration: {type(exc).__name__}: {exc}") from None
     try:
         family = msgspec.convert(data, Family, strict=False)
     except msgspec.ValidationError as exc:

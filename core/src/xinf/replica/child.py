@@ -21,6 +21,7 @@ import traceback
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
+from xinf import cores
 from xinf.errors import InvalidRequest, LaunchError, XinfError
 from xinf.plugins import PluginHost
 from xinf.reasoning import ReasoningSplitter
@@ -74,6 +75,7 @@ class Replica:
         self.unload_fn: Callable[..., Any] | None = None
         self.host: PluginHost | None = None
         self.engine = ""
+        self.info: dict[str, Any] = {}
 
     def send(self, frame: p.Frame) -> None:
         self.outlet.send(frame)
@@ -88,6 +90,8 @@ class Replica:
         self.spec = launch.spec
         self.host, self.engine = host, launch.engine
         self.enable_thinking = launch.enable_thinking
+        # Pinned before the engine starts its thread pools, which size themselves to what they may use.
+        cpus = cores.pin(launch.placement.cores)
         result = host.hook(launch.engine, "load")(spec=launch.spec, options=launch.options, placement=launch.placement)
         self.model = await result if inspect.isawaitable(result) else result
         if host.has_hook(launch.engine, "generate"):
@@ -96,6 +100,8 @@ class Replica:
             self.embed_fn = host.hook(launch.engine, "embed")
         if host.has_hook(launch.engine, "unload"):
             self.unload_fn = host.hook(launch.engine, "unload")
+        # What the server shows per replica: the real CPUs pinned and the threads the engine runs.
+        self.info = {"cpus": cpus, "threads": getattr(self.model, "threads", None)}
 
     # ------------------------------------------------------------ requests
 
@@ -232,7 +238,7 @@ async def serve_stream(reader: asyncio.StreamReader, outlet: Outlet) -> int:
         replica.send(p.Fail(id=0, status=getattr(exc, "status", 400), error=error))
         await outlet.drain()
         return 1
-    replica.send(p.Hello(pid=os.getpid(), info={}))
+    replica.send(p.Hello(pid=os.getpid(), info=replica.info))
     print(f"replica ready: {launch.spec.name} on engine {launch.engine} (pid {os.getpid()})", flush=True)
     while True:
         try:

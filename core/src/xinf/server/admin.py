@@ -10,7 +10,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from xinf import placement
+from xinf import launchinputs, placement
 from xinf.errors import InvalidRequest, NotFound
 from xinf.registry import MODEL_TYPES, Family, parse_family
 from xinf.schemas import LAUNCH_FIELDS, LaunchRequest, RegisterRequest
@@ -41,6 +41,7 @@ async def launch(request: Request) -> Response:
     st = state(request)
     body = decode(await read_body(request, st.max_body), dict[str, Any])
     req, options = split_launch(body)
+    launchinputs.check_launch(req, options, st.settings)
     if query_flag(request, "dry_run", False):
         model, placements = await asyncio.to_thread(st.manager.dry_run, req, options)
         return json_response(
@@ -240,7 +241,8 @@ async def health(request: Request) -> Response:
 
 
 async def cluster_auth(request: Request) -> Response:
-    return json_response({"auth": bool(state(request).settings.api_key)})
+    s = state(request).settings
+    return json_response({"auth": bool(s.api_key or s.inference_api_keys or s.api_keys_file)})
 
 
 async def devices(request: Request) -> Response:
@@ -255,12 +257,16 @@ async def devices(request: Request) -> Response:
             "cpu_count": hardware.cpu_count,
             "memory_total": hardware.memory_total,
             "memory_available": hardware.memory_available,
+            "memory_reserved": ledger.reserved(placement.HOST),  # by replicas of this machine (outside a cluster)
+            "cores": hardware.cores,
+            "cores_held": ledger.cores.owners(None),  # replica -> its cores (outside a cluster)
             "cluster": cluster.address if cluster is not None else None,
             "nodes": [
                 {
                     **msgspec.to_builtins(n),
                     "reserved": ledger.reserved(placement.HOST, n.id),
                     "replicas": sorted(ledger.on_node(n.id)),
+                    "cores_held": ledger.cores.owners(n.id),
                 }
                 for n in hardware.nodes
             ],

@@ -229,7 +229,7 @@ async def reload(request: Request) -> Response:
         "stage": "draining",
         "status": "running",
         "error": None,
-        "model_config": req.model_config,
+        "model_config": redacted(req.model_config),
         "created_at": time.time(),
         "finished_at": None,
     }
@@ -281,7 +281,14 @@ async def reload_config(request: Request) -> Response:
     values = launch_body(st, uid)
     fields = {name: "launch" for name in sorted(LAUNCH_FIELDS - {"model_uid", "size_in_billions"})}
     fields.update({name: "engine option" for name in st.manager.models[uid].options})
-    return json_response({"model_uid": uid, "parameters": fields, "values": values})
+    return json_response({"model_uid": uid, "parameters": fields, "values": redacted(values)})
+
+
+def redacted(body: dict[str, Any]) -> dict[str, Any]:
+    """A launch body fit to show: environment values may be secrets (tokens), so only their names show."""
+    if isinstance(body.get("envs"), dict):
+        body = {**body, "envs": dict.fromkeys(body["envs"], "***")}
+    return body
 
 
 def routes() -> list[BaseRoute]:

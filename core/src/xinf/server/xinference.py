@@ -10,7 +10,6 @@ Model-type routes xinf has no engine for answer 400 naming the model, never 404.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import os
 import re
 import signal
@@ -76,15 +75,17 @@ class Login(msgspec.Struct, kw_only=True):
 
 
 async def token(request: Request) -> Response:
-    """``POST /token`` (xinference-client's ``login``): xinf has API keys, not users; the password is the key."""
+    """``POST /token`` (xinference-client's ``login``): xinf has API keys, not users; the password is a key."""
+    from xinf.server.auth import KeyRing
+
     st = state(request)
     req = decode(await read_body(request, st.max_body), Login)
-    key = st.settings.api_key
-    if not key:
-        raise InvalidRequest("this server needs no login: it was started without --api-key")
-    if not hmac.compare_digest(req.password.encode(), key.encode()):
-        raise AuthenticationError("wrong API key (give the server's API key as the password)")
-    return json_response({"access_token": key, "token_type": "bearer"})
+    keys = KeyRing.from_settings(st.settings)
+    if keys.empty:
+        raise InvalidRequest("this server needs no login: it has no API keys")
+    if keys.role_of(req.password.encode()) is None:
+        raise AuthenticationError("wrong API key (give one of the server's API keys as the password)")
+    return json_response({"access_token": req.password, "token_type": "bearer"})
 
 
 # ---------------------------------------------------------------- engines

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
-from xinf import hookimpl
+from xinf import cores, hookimpl
 from xinf.errors import InvalidRequest, LaunchError
 from xinf.types import (
     Chunk,
@@ -101,7 +101,8 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
     params.model.path = path
     params.n_ctx = ctx.n_ctx
     params.n_parallel = ctx.n_parallel
-    threads = opts.default_threads()
+    # The replica's placed cores (it is pinned to them); the old guess from idle cores where none are placed.
+    threads = cores.threads(placement) or opts.default_threads()
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
     # The core splits <think> tags itself; llama.cpp must hand over the raw text.
@@ -140,6 +141,7 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
         per_slot=ctx.per_slot,
         gpu_layers=params.n_gpu_layers,
         http_key=params.api_keys[0] if params.api_keys else None,
+        threads=params.cpuparams.n_threads,
     )
 
 
