@@ -246,6 +246,16 @@ async def embed(model: Any, request: EmbedRequest) -> EmbedResult:
 
 
 @hookimpl
+def convert_ids_to_tokens(model: Any, ids: list[list[int]]) -> list[list[str]]:
+    tokenizer = model.tokenizer  # chat and embedding models both keep theirs
+    size = len(tokenizer)
+    bad = [i for row in ids for i in row if not 0 <= i < size]
+    if bad:
+        raise InvalidRequest(f"token ids {bad[:5]} are outside the vocabulary (0-{size - 1})", param="input")
+    return [list(tokenizer.convert_ids_to_tokens(row)) for row in ids]
+
+
+@hookimpl
 def unload(model: Any) -> None:
     closer = getattr(getattr(model, "runner", model), "close", None)
     if closer is not None:
