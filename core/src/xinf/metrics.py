@@ -45,6 +45,11 @@ class Collector:
         )
         up = GaugeMetricFamily("xinf_replica_up", "1 if the replica is ready for requests", labels=labels)
         restarts = CounterMetricFamily("xinf_replica_restarts", "Times the replica was restarted", labels=labels)
+        stalls = CounterMetricFamily(
+            "xinf_replica_stalls",
+            "Times the progress watchdog restarted the replica (XINF_STALL_TIMEOUT)",
+            labels=labels,
+        )
         for model in list(self.models.values()):
             for index, stats in sorted(model.stats.items()):
                 values = [model.uid, str(index)]
@@ -63,7 +68,8 @@ class Collector:
                     status.add_metric([*values, name], 1.0 if replica.status == name else 0.0)
                 up.add_metric(values, 1.0 if replica.ready else 0.0)
                 restarts.add_metric(values, model.restart_count.get(replica.index, 0))
-        yield from (requests, errors, prompt, completion, running, waiting, latency, ttft, status, up, restarts)
+                stalls.add_metric(values, model.stalls.get(replica.index, 0))
+        yield from (requests, errors, prompt, completion, running, waiting, latency, ttft, status, up, restarts, stalls)
 
 
 class Exporter:

@@ -38,6 +38,7 @@ class RunningModel:
         self.created = int(time.time())
         self.restarts: dict[int, list[float]] = {}
         self.restart_count: dict[int, int] = {}
+        self.stalls: dict[int, int] = {}  # restarts by the progress watchdog (xinf.watchdog)
         self.stats: dict[int, ReplicaStats] = {}
         self.download = Download()
         self.cancelled = False
@@ -181,6 +182,13 @@ class RunningModel:
                 stats.prompt_tokens += result.prompt_tokens
                 return result
 
+    @property
+    def visible_status(self) -> str:
+        """``ready`` only while a replica can take requests: "restarting" while every replica is down."""
+        if self.status == "ready" and self.replicas and not any(r.ready for r in self.replicas):
+            return "restarting"
+        return self.status
+
     def describe(self) -> dict[str, Any]:
         spec = self.spec
         return {
@@ -200,7 +208,7 @@ class RunningModel:
             "model_path": spec.source.path,
             "context_length": spec.context_length,
             "replica": len(self.replicas),
-            "status": self.status,
+            "status": self.visible_status,
             "error": self.error,
             "routing": self.routing,
             "virtual_env": None if self.python == sys.executable else self.python,
@@ -214,6 +222,10 @@ class RunningModel:
                     "devices": r.launch.placement.devices,
                     "reserved": r.launch.placement.reserved,
                     "gpu_layers": r.launch.placement.gpu_layers,
+                    "host_memory": r.launch.placement.host,
+                    "cores": r.launch.placement.cores,
+                    "cpus": r.info.get("cpus"),  # the real CPUs pinned (simulated cores map onto them)
+                    "threads": r.info.get("threads"),  # as the engine reports them
                     "node": r.node,
                     "log": r.log,
                 }
