@@ -67,7 +67,8 @@ def run(
 
 def _hardware(gpu_memory: tuple[str, ...]) -> Hardware:
     """This machine, or with ``--gpu-memory`` given: devices of those free sizes instead of its own."""
-    from xinf.devices import inventory, parse_size
+    from xinf.devices import inventory
+    from xinf.units import parse_size
 
     hardware = inventory()
     if gpu_memory:
