@@ -126,8 +126,8 @@ def test_no_config_no_estimate(tmp_path: Path) -> None:
 
 
 def test_a_huge_context_on_cpu_is_a_host_figure_the_placement_refuses(tmp_path: Path) -> None:
-    from xinf.engine import Hardware
     from xinf.placement import Ledger, plan
+    from xinf.types import Hardware
 
     spec = spec_for(tmp_path, QWEN25_7B)
     options = {"context_length": 1_000_000_000}
