@@ -25,11 +25,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--dry-run", action="store_true", help="behave as if there were no GPU")
     parser.add_argument("--home", type=Path, default=Path("/tmp/xinf-gpucheck"), help="XINFERENCE_HOME of the servers")
+    parser.add_argument(
+        "--models-only", action="store_true", help="only generate the check's models (cached), then exit"
+    )
     parser.add_argument("--only", default="", help="comma-separated steps to run (a rerun of what failed)")
     args = parser.parse_args(argv)
     gpu = common.detect_gpu() and not args.dry_run
     ctx = common.Context(outdir=args.outdir, gpu=gpu, deadline=time.monotonic() + 60 * args.minutes, home=args.home)
     ctx.only = {s.strip() for s in args.only.split(",") if s.strip()}
+    if args.models_only:
+        from gpucheck import llamacpp_check, transformers_check
+
+        module = transformers_check if args.check == "transformers" else llamacpp_check
+        for label, path in module.models(ctx).items():
+            print(f"{label}: {path}")
+        return 0
     report = Report(args.outdir, TITLES[args.check] + ("" if gpu else " (no GPU: CPU dry run)"))
     if args.check == "transformers":
         from gpucheck import transformers_check as check

@@ -74,6 +74,12 @@ CPU = Profile(
 )
 
 
+def models(ctx: common.Context) -> dict[str, Path]:
+    """Generate (or find cached) the profile's models."""
+    profile = GPU if ctx.gpu else CPU
+    return common.build_models({"small": profile.small, "big": profile.big, "embed": profile.embed})
+
+
 def engine_options(profile: Profile, context: int, seqs: int) -> dict[str, Any]:
     options: dict[str, Any] = {"context_length": context, "max_num_seqs": seqs, "dtype": "bfloat16"}
     if profile.threads:
