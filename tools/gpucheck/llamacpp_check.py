@@ -156,7 +156,10 @@ def run(ctx: common.Context, report: Report) -> None:
     report.add(
         f"Mode: **{'GPU' if ctx.gpu else 'no GPU (CPU dry run: simulated inventory; buffers are on the CPU, resident memory instead of GPU memory)'}**"
     )
-    report.step("machine", "Machine, versions and the xllamacpp build", lambda: _machine(ctx, report))
+    report.step("build", "Building xllamacpp from its sdist", lambda: _build(ctx, report))
+    report.step("machine", "Machine and versions", lambda: _machine(ctx, report))
+    if "build-failed" in ctx.only:
+        return
     report.step("models", "Generated GGUF models", lambda: _models(ctx, report, profile))
     if set(profile.models) - set(ctx.models):
         return
@@ -175,14 +178,34 @@ def run(ctx: common.Context, report: Report) -> None:
         server.stop()
 
 
-def _machine(ctx: common.Context, report: Report) -> None:
+def _build(ctx: common.Context, report: Report) -> None:
     import json
 
+    path = ctx.outdir / "build.json"
+    if not path.exists():
+        report.add("No build in this run: the installed xllamacpp is measured (`XLLAMACPP_BUILD=skip`).")
+        return
+    build = json.loads(path.read_text())
+    report.record("build", build)
+    if build.get("ok"):
+        report.add(
+            f"Built {build.get('wheel')} ({mib(build.get('wheel_bytes'))}) for **{build.get('mode')}** "
+            f"(CUDA architecture {build.get('cuda_arch')}) in **{build.get('seconds')} s** with {build.get('nproc')} jobs; "
+            f"CMake arguments added: `{build.get('cmake_args')}`."
+        )
+    else:
+        report.add(
+            f"**The build did not finish**: {build.get('mode')}, stopped after {build.get('seconds')} s "
+            f"(exit {build.get('exit')}) at build step {build.get('progress') or '?'}. Its log's end is in build.log."
+        )
+    log = ctx.outdir / "build.log"
+    if log.exists():
+        report.add("```\n" + "\n".join(log.read_text(errors="replace").splitlines()[-25:]) + "\n```")
+
+
+def _machine(ctx: common.Context, report: Report) -> None:
     info = common.machine()
     info["packages"] = common.versions(["xinf", "xinf-llamacpp", "xllamacpp", "gguf"])
-    build = ctx.outdir / "build.json"
-    if build.exists():
-        info["build"] = json.loads(build.read_text())
     try:
         import xllamacpp
 
