@@ -16,6 +16,8 @@ Launch options (``xinf launch ... --option value`` or extra launch JSON keys):
 - ``hang_after``: block the replica's event loop for good after that many chunks
   (a hung engine: the process lives, pings go unanswered).
 - ``hang_on_start``: block the event loop for that many seconds once loaded.
+- ``stall_after``: stop producing output after that many chunks while the replica
+  keeps answering pings (a stuck engine the health check cannot see).
 - ``script_path``: replay the model's local path (where its files were downloaded).
 - ``script_import``: replay ``NAME VERSION FILE`` of this module as imported by
   the replica (shows which environment the replica runs in).
@@ -38,7 +40,9 @@ from typing import Any
 import msgspec
 
 from xinf import hookimpl
-from xinf.engine import (
+from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, LaunchError
+from xinf.stops import StopMatcher
+from xinf.types import (
     Chunk,
     Device,
     EmbedRequest,
@@ -52,8 +56,6 @@ from xinf.engine import (
     TokenLogprob,
     Usage,
 )
-from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, LaunchError
-from xinf.stops import StopMatcher
 
 ENGINE = "test"
 WORDS = (
@@ -72,6 +74,7 @@ class TestOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     crash_after: int | None = None
     hang_after: int | None = None
     hang_on_start: float = 0.0
+    stall_after: int | None = None
     script_import: str | None = None
     script_path: bool = False
     load_delay: float = 0.0
@@ -100,7 +103,7 @@ def parse_options(options: dict[str, Any]) -> TestOptions:
 @hookimpl
 def match_model(spec: ModelSpec, hardware: Hardware) -> EngineMatch:
     if spec.format != "test":
-        return EngineMatch(engine=ENGINE, score=0, reason=f"serves only format 'test', not {spec.format!r}")
+        return EngineMatch(engine=ENGINE, score=0, reason="serves only format 'test'")
     return EngineMatch(engine=ENGINE, score=10, reason="test model")
 
 
@@ -198,6 +201,8 @@ async def _generate(model: TestModel, request: GenerateRequest) -> AsyncIterator
             import time
 
             time.sleep(3600)  # noqa: ASYNC251 -- blocks the whole replica, as a stuck engine call would
+        if opts.stall_after is not None and n >= opts.stall_after:
+            await asyncio.sleep(3600)  # the event loop stays free: pings are answered, no token comes
         if opts.fail_after is not None and n >= opts.fail_after:
             raise EngineError(f"injected failure after {n} chunks")
         produced += 1

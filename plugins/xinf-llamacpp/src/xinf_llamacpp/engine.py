@@ -22,8 +22,8 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from xinf.engine import Chunk, GenerateRequest, ModelSpec, TokenLogprob, Usage
 from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, XinfError
+from xinf.types import Chunk, GenerateRequest, ModelSpec, TokenLogprob, Usage
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +284,21 @@ class _Reader:
 def _map_exception(exc: BaseException) -> BaseException:
     # xllamacpp raises ValueError for requests it cannot parse (bad messages, response_format...).
     if isinstance(exc, ValueError):
-        return InvalidRequest(f"llama.cpp: {exc}")
+        return InvalidRequest(f"llama.cpp: {exc}", param=_param_of(str(exc)))
     if isinstance(exc, XinfError):
         return exc
     return EngineError(f"llama.cpp: {type(exc).__name__}: {exc}")
+
+
+def _param_of(message: str) -> str | None:
+    """The request field a llama.cpp parse error is about, so the 400 names it."""
+    text = message.lower()
+    for words, param in (
+        (("tool_call",), "messages"),
+        (("tool",), "tools"),
+        (("response_format", "json_schema", "schema", "grammar"), "response_format"),
+        (("message", "content", "role", "template"), "messages"),
+    ):
+        if any(w in text for w in words):
+            return param
+    return None
