@@ -2,7 +2,7 @@
 # On the GPU machine python3 has torch but not xinf: the wheels carried in .whl/ (scripts/gpu-wheels) go into a
 # target directory on PYTHONPATH, and xinf's own packages are built from this working tree (the wheels in
 # .whl/common are the fallback). Here, .venv's python already has everything.
-SITE=${GPUCHECK_SITE:-/tmp/gpucheck-site}
+SITE=${GPUCHECK_SITE:-$PWD/.gpubuild/site}
 if [ -n "${PYTHON:-}" ]; then PY=$PYTHON
 elif [ -x .venv/bin/python ]; then PY=.venv/bin/python
 else PY=python3

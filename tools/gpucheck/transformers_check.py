@@ -109,8 +109,13 @@ def run(ctx: common.Context, report: Report) -> None:
     server = common.start_server(ctx, "transformers")
     try:
         for name, title, fn in steps:
-            if ctx.wanted(name):
-                report.step(name, title, lambda fn=fn: fn(ctx, report, server, profile))
+            if not ctx.wanted(name):
+                continue
+            if ctx.left() < 20:
+                report.heading(title)
+                report.add("**Skipped**: the run's time is up (rerun with `--only " + name + "`).")
+                continue
+            report.step(name, title, lambda fn=fn: fn(ctx, report, server, profile))
     finally:
         server.stop()
 
