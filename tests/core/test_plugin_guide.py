@@ -25,7 +25,8 @@ HOOKS = sorted(name for name, value in vars(hookspecs).items() if hasattr(value,
 
 
 def test_the_hooks_are_found() -> None:
-    assert HOOKS == ["embed", "estimate_vram", "generate", "load", "match_model", "unload"]
+    """The meta-tests below see the hookspecs (a new hook joins them by itself)."""
+    assert {"match_model", "estimate_vram", "load", "generate", "embed", "unload"} <= set(HOOKS)
 
 
 @pytest.mark.parametrize("hook", HOOKS)

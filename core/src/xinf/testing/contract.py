@@ -20,7 +20,8 @@ when the defaults do not fit, the others)::
 
 The tests load the engine in the test process through its entry point and
 call every hook (``match_model``, ``estimate_vram``, ``load``, ``generate``,
-``embed``, ``unload``) as the server and the replica process do.
+``embed``, ``convert_ids_to_tokens``, ``unload``) as the server and the replica
+process do.
 """
 
 from __future__ import annotations
@@ -225,6 +226,27 @@ class EngineContract:
         )
         for chunks in results:
             assert chunks[-1].finish_reason in ("stop", "length")
+
+    # ------------------------------------------------------------ tokens
+
+    @aio
+    async def test_convert_ids_to_tokens_spells_each_id(self, host: PluginHost, model: Any) -> None:
+        """Optional hook: one token per id, row by row; an id outside the vocabulary is a 400."""
+        if not host.has_hook(self.engine, "convert_ids_to_tokens"):
+            pytest.skip("the engine does not implement convert_ids_to_tokens (optional)")
+        convert = host.hook(self.engine, "convert_ids_to_tokens")
+
+        async def call(ids: list[list[int]]) -> Any:
+            result = convert(model=model, ids=ids)
+            return await result if inspect.isawaitable(result) else result
+
+        rows = await call([[0, 1, 2], [1], []])
+        assert [len(row) for row in rows] == [3, 1, 0]
+        assert all(isinstance(token, str) for row in rows for token in row)
+        assert rows[1] == [rows[0][1]]
+        with pytest.raises(InvalidRequest) as info:
+            await call([[10**9]])
+        assert info.value.status == 400
 
     # ------------------------------------------------------------ embeddings
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import msgspec
 
-from xinf.errors import ContextLengthExceeded, LaunchError
+from xinf.errors import ContextLengthExceeded, InvalidRequest, LaunchError
 from xinf.stops import StopMatcher
 from xinf.types import Chunk, EmbedResult, GenerateRequest, TokenLogprob, Usage
 
@@ -64,6 +64,7 @@ class NgramModel:
                 self.table.setdefault(key, Counter())[word] += 1
         # Words that start a sentence: where generation begins when the prompt's last words are unknown.
         self.starts = Counter(w for prev, w in zip([".", *words], words) if prev.endswith(SENTENCE_END))
+        self.vocabulary = sorted(set(words))  # token id i is the i-th word
 
     @classmethod
     def from_file(cls, path: Path, options: NgramOptions) -> NgramModel:
@@ -122,6 +123,15 @@ class NgramModel:
         total = sum(counts.values())
         top = [(w, math.log(c / total)) for w, c in ranked[:logprobs]]
         return word, [TokenLogprob(token=word, logprob=math.log(counts[word] / total), top_logprobs=top)]
+
+    def tokens(self, ids: list[list[int]]) -> list[list[str]]:
+        """The word of each token id; an id outside the vocabulary is the client's mistake (400)."""
+        bad = [i for row in ids for i in row if not 0 <= i < len(self.vocabulary)]
+        if bad:
+            raise InvalidRequest(
+                f"token ids {bad[:5]} are outside the vocabulary (0-{len(self.vocabulary) - 1})", param="input"
+            )
+        return [[self.vocabulary[i] for i in row] for row in ids]
 
     # ------------------------------------------------------------ embeddings
 

@@ -82,5 +82,10 @@ def embed(model: NgramModel, request: EmbedRequest) -> EmbedResult:
 
 
 @hookimpl
+def convert_ids_to_tokens(model: NgramModel, ids: list[list[int]]) -> list[list[str]]:
+    return model.tokens(ids)
+
+
+@hookimpl
 def unload(model: NgramModel) -> None:
     model.table.clear()  # nothing to release but memory; an engine holding a GPU frees it here
