@@ -51,7 +51,9 @@ class Family(msgspec.Struct, kw_only=True, omit_defaults=True):
     abilities: list[str] = msgspec.field(default_factory=lambda: ["chat", "generate"])
     family: str | None = None
     context_length: int | None = None
-    chat_template: str | None = None
+    chat_template: str | None = None  # the registration's own: replaces the model's template
+    # The catalogue's template (Xinference's family template): only for a model that has none of its own.
+    fallback_chat_template: str | None = None
     stop: list[str] = msgspec.field(default_factory=list)
     reasoning_start_tag: str | None = None
     reasoning_end_tag: str | None = None
@@ -85,6 +87,7 @@ class Family(msgspec.Struct, kw_only=True, omit_defaults=True):
             quantization=quantization,
             context_length=self.context_length,
             chat_template=self.chat_template,
+            fallback_chat_template=self.fallback_chat_template,
             stop=list(self.stop),
             reasoning_start_tag=self.reasoning_start_tag,
             reasoning_end_tag=self.reasoning_end_tag,

@@ -43,7 +43,8 @@ class ModelSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     size_in_billions: float | None = None
     quantization: str = "none"
     context_length: int | None = None
-    chat_template: str | None = None
+    chat_template: str | None = None  # the user's template: used instead of the model's own
+    fallback_chat_template: str | None = None  # the catalogue's: used only when the model has none
     stop: list[str] = msgspec.field(default_factory=list)
     # Reasoning models wrap their thoughts in these tags; the core splits them
     # out of the answer (``reasoning_content``).
