@@ -128,7 +128,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        tasks: list[asyncio.Future[Any]] = [asyncio.ensure_future(_launch(manager, body)) for body in launch_at_start or []]
+        tasks: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(_launch(manager, body)) for body in launch_at_start or []
+        ]
         tasks.append(asyncio.ensure_future(asyncio.to_thread(storage.sweep, settings.home)))
         lifecycle.autostart(st).start_all()  # models marked for autostart come back with the server
         try:
