@@ -14,17 +14,16 @@ import logging
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
-from xinf.engine import ABILITIES, ModelSource, ModelSpec
+from xinf.engine import ABILITIES, MODEL_TYPES, ModelSource, ModelSpec, ModelType
 from xinf.errors import Conflict, InvalidRequest, NotFound
 from xinf.storage import atomic_write
 
 log = logging.getLogger(__name__)
 
-MODEL_TYPES = ("LLM", "embedding")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -43,7 +42,7 @@ class FamilySpec(msgspec.Struct, kw_only=True, omit_defaults=True):
 class Family(msgspec.Struct, kw_only=True, omit_defaults=True):
     name: str
     specs: list[FamilySpec]
-    model_type: Literal["LLM", "embedding"] = "LLM"
+    model_type: ModelType = "LLM"
     abilities: list[str] = msgspec.field(default_factory=lambda: ["chat", "generate"])
     family: str | None = None
     context_length: int | None = None

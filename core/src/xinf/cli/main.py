@@ -168,8 +168,14 @@ def parse_extra(args: list[str]) -> dict[str, Any]:
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("-n", "--model-name", help="Built-in or registered model name.")
+@click.option(
+    "-t",
+    "--model-type",
+    type=click.Choice(["LLM", "embedding", "rerank", "audio", "image"]),
+    help="The model's type (default: the catalogue's, or guessed from --model-path's files).",
+)
 @click.option("-en", "--model-engine", help="Engine to use (default: the best match).")
-@click.option("-f", "--model-format", help="pytorch, ggufv2, gptq, awq, fp8, fp4, bnb or mlx.")
+@click.option("-f", "--model-format", help="pytorch, ggufv2, gptq, awq, fp8, fp4, bnb, mlx, ctranslate2 or onnx.")
 @click.option("-s", "--size-in-billions", help="Model size in billions of parameters.")
 @click.option("-q", "--quantization", help="Quantization, as listed by the model's family.")
 @click.option("-u", "--model-uid", help="Name to serve the model under (default: the model name).")
@@ -206,6 +212,7 @@ def launch(ctx: click.Context, **kw: Any) -> None:
         raise click.UsageError("give --model-name or --model-path")
     body: dict[str, Any] = {
         "model_name": kw["model_name"],
+        "model_type": kw["model_type"],
         "model_uid": kw["model_uid"],
         "model_engine": kw["model_engine"],
         "model_format": kw["model_format"],

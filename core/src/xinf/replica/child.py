@@ -22,7 +22,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from xinf.engine import Chunk, GenerateRequest, ModelSpec
-from xinf.errors import LaunchError, XinfError
+from xinf.errors import InvalidRequest, LaunchError, XinfError
+from xinf.operations import OPERATIONS
 from xinf.plugins import PluginHost
 from xinf.reasoning import ReasoningSplitter
 from xinf.replica import protocol as p
@@ -71,6 +72,7 @@ class Replica:
         self.generate_fn: Callable[..., Any] | None = None
         self.embed_fn: Callable[..., Any] | None = None
         self.unload_fn: Callable[..., Any] | None = None
+        self.hooks: dict[str, Callable[..., Any]] = {}  # the engine's hooks for ``Call`` frames, by name
 
     def send(self, frame: p.Frame) -> None:
         self.outlet.send(frame)
@@ -92,11 +94,19 @@ class Replica:
             self.embed_fn = host.hook(launch.engine, "embed")
         if host.has_hook(launch.engine, "unload"):
             self.unload_fn = host.hook(launch.engine, "unload")
+        for op in OPERATIONS.values():
+            if host.has_hook(launch.engine, op.hook):
+                self.hooks[op.hook] = host.hook(launch.engine, op.hook)
 
     # ------------------------------------------------------------ requests
 
-    def start(self, frame: p.Generate | p.Embed) -> None:
-        coro = self.generate(frame) if isinstance(frame, p.Generate) else self.embed(frame)
+    def start(self, frame: p.Generate | p.Embed | p.Call) -> None:
+        if isinstance(frame, p.Generate):
+            coro = self.generate(frame)
+        elif isinstance(frame, p.Embed):
+            coro = self.embed(frame)
+        else:
+            coro = self.call(frame)
         task = asyncio.get_running_loop().create_task(self.guard(frame.id, coro))
         self.tasks[frame.id] = task
         task.add_done_callback(lambda _t, rid=frame.id: self.tasks.pop(rid, None))
@@ -168,6 +178,28 @@ class Replica:
             result = await result
         self.send(p.Embedded(id=frame.id, result=result))
 
+    async def call(self, frame: p.Call) -> None:
+        """Serve a request of ``xinf.operations`` with the hook its type names."""
+        op = OPERATIONS[type(frame.request)]
+        fn = self.hooks.get(op.hook)
+        if fn is None:
+            name = self.spec.name if self.spec else ""
+            raise InvalidRequest(f"model {name!r} cannot serve {op.hook} requests (its engine has no {op.hook} hook)")
+        result = fn(model=self.model, request=frame.request)
+        if not op.streams:
+            if inspect.isawaitable(result):
+                result = await result
+            self.send(p.Returned(id=frame.id, result=result))
+            return
+        try:
+            async for piece in result:
+                self.send(p.Piece(id=frame.id, result=piece))
+                if self.outlet.backlog() > 1 << 20:
+                    await self.outlet.drain()
+        finally:
+            await result.aclose()
+        self.send(p.Done(id=frame.id))
+
     async def shutdown(self) -> None:
         for task in list(self.tasks.values()):
             task.cancel()
@@ -218,7 +250,7 @@ async def serve_stream(reader: asyncio.StreamReader, outlet: Outlet) -> int:
             frame = await p.read_frame(reader)
         except (asyncio.IncompleteReadError, ConnectionError):
             break  # the server went away: nobody is left to serve
-        if isinstance(frame, (p.Generate, p.Embed)):
+        if isinstance(frame, (p.Generate, p.Embed, p.Call)):
             replica.start(frame)
         elif isinstance(frame, p.Cancel):
             replica.cancel(frame.id)

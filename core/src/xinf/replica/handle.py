@@ -23,6 +23,7 @@ import msgspec
 
 from xinf import errors
 from xinf.engine import Chunk, EmbedRequest, EmbedResult, GenerateRequest
+from xinf.operations import Request, Result
 from xinf.replica import protocol as p
 
 log = logging.getLogger(__name__)
@@ -338,11 +339,11 @@ class ReplicaHandle:
                 except ReplicaDied:
                     pass
 
-    async def _call(self, frame: p.Embed | p.Ping, timeout: float | None = None) -> Any:
+    async def _call(self, frame: p.Embed | p.Call | p.Ping, timeout: float | None = None) -> Any:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
         self.waiters[frame.id] = waiter
-        request = type(frame) is p.Embed  # pings do not make a replica look busy
+        request = type(frame) is not p.Ping  # pings do not make a replica look busy
         self.inflight += request
         try:
             if request:
@@ -362,6 +363,42 @@ class ReplicaHandle:
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         frame = await self._call(p.Embed(id=next(self.ids), request=request))
         return frame.result  # type: ignore[no-any-return]
+
+    async def call(self, request: Request) -> Result:
+        """The result of a request of ``xinf.operations`` whose hook returns one value (rerank, transcribe...)."""
+        frame = await self._call(p.Call(id=next(self.ids), request=request))
+        return frame.result  # type: ignore[no-any-return]
+
+    async def stream(self, request: Request) -> AsyncIterator[Result]:
+        """The results of a request whose hook streams (speech); closing the iterator cancels it there."""
+        rid = next(self.ids)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.pending[rid] = queue
+        self.inflight += 1
+        finished = False
+        try:
+            self._send(p.Call(id=rid, request=request))
+            while True:
+                frame = await queue.get()
+                if type(frame) is p.Piece:
+                    yield frame.result
+                elif type(frame) is p.Done:
+                    finished = True
+                    return
+                elif type(frame) is p.Fail:
+                    finished = True
+                    raise errors.from_dict(frame.status, frame.error)
+                else:
+                    finished = True
+                    raise ReplicaDied(f"{self.name} stopped while serving ({self._gone()}); retry the request")
+        finally:
+            self.pending.pop(rid, None)
+            self.inflight -= 1
+            if not finished and self.status == "ready":
+                try:
+                    self._send(p.Cancel(id=rid))
+                except ReplicaDied:
+                    pass
 
     async def ping(self, timeout: float) -> None:
         await self._call(p.Ping(id=next(self.ids)), timeout)

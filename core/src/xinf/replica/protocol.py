@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from xinf.engine import Chunk, EmbedRequest, EmbedResult, GenerateRequest, ModelSpec, Placement
+from xinf.operations import Request, Result
 
 HEADER = struct.Struct(">I")
 MAX_FRAME = 256 << 20
@@ -43,6 +44,13 @@ class Generate(Frame):
 class Embed(Frame):
     id: int
     request: EmbedRequest
+
+
+class Call(Frame):
+    """Any request of ``xinf.operations`` (rerank, transcribe, speech, images): the request's type names the hook."""
+
+    id: int
+    request: Request
 
 
 class Cancel(Frame):
@@ -85,11 +93,41 @@ class Embedded(Frame):
     result: EmbedResult
 
 
+class Returned(Frame):
+    """The result of a ``Call`` whose hook returns one value."""
+
+    id: int
+    result: Result
+
+
+class Piece(Frame):
+    """One result of a ``Call`` whose hook streams; ``Done`` follows the last."""
+
+    id: int
+    result: Result
+
+
 class Pong(Frame):
     id: int
 
 
-AnyFrame = Launch | Generate | Embed | Cancel | Ping | Shutdown | Hello | Out | Done | Fail | Embedded | Pong
+AnyFrame = (
+    Launch
+    | Generate
+    | Embed
+    | Call
+    | Cancel
+    | Ping
+    | Shutdown
+    | Hello
+    | Out
+    | Done
+    | Fail
+    | Embedded
+    | Returned
+    | Piece
+    | Pong
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(AnyFrame)

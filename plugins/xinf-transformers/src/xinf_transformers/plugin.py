@@ -29,6 +29,7 @@ from xinf.engine import (
     Usage,
 )
 from xinf.errors import InvalidRequest, LaunchError
+from xinf.operations import RerankRequest, RerankResult
 from xinf.prompts import encode_prompt
 from xinf.stops import StopMatcher
 from xinf_transformers import estimate as est
@@ -37,6 +38,7 @@ from xinf_transformers.text import Detokenizer, make_job
 
 log = logging.getLogger(__name__)
 ENGINE = "transformers"
+SERVED_TYPES = ("LLM", "embedding", "rerank")
 
 #: formats served only when their quantization library is installed: (modules, pip package)
 QUANTIZED = {
@@ -56,6 +58,10 @@ def _installed(module: str) -> bool:
 
 @hookimpl
 def match_model(spec: ModelSpec, hardware: Hardware) -> EngineMatch:
+    if spec.model_type not in SERVED_TYPES:
+        return EngineMatch(
+            engine=ENGINE, score=0, reason=f"serves {', '.join(SERVED_TYPES)} models, not {spec.model_type} models"
+        )
     # The default for PyTorch checkpoints on a CPU machine; on CUDA, engines
     # built for GPUs (vLLM, SGLang) should win when they are installed.
     score = 40 if hardware.has_cuda else 60
@@ -131,12 +137,16 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
     if opts.device == "cuda" and not torch.cuda.is_available():
         raise LaunchError("device cuda was asked for but torch sees no CUDA device", param="device")
     dtype_name = o.choose_dtype(opts.dtype, on_cuda=cuda, cuda_bf16=cuda and torch.cuda.is_bf16_supported())
+    if spec.model_type == "rerank" and opts.dtype == "auto" and not cuda:
+        dtype_name = "float32"  # scores as the reference (CrossEncoder) computes them; rerankers are small
     dtype = getattr(torch, dtype_name)
     device = "cuda" if cuda else "cpu"
     settings = Settings.from_env()
     path = spec.source.path
     if spec.model_type == "embedding" or "embed" in spec.abilities:
         return _load_embedding(path, dtype, device, opts, settings)
+    if spec.model_type == "rerank" or "rerank" in spec.abilities:
+        return _load_rerank(path, dtype, device, opts, settings)
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -192,6 +202,23 @@ def _load_embedding(path: str, dtype: Any, device: str, opts: o.Options, setting
     )
 
 
+def _load_rerank(path: str, dtype: Any, device: str, opts: o.Options, settings: Any) -> Any:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from xinf_transformers.rerank import RerankModel
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=opts.trust_remote_code)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, dtype=dtype, trust_remote_code=opts.trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        raise LaunchError(f"transformers could not load {path} as a cross-encoder: {exc}") from None
+    loaded = RerankModel(model.to(device).eval(), tokenizer, settings.batch_size)
+    log.info("loaded reranker %s on %s: at most %d tokens a pair", path, device, loaded.max_length)
+    return loaded
+
+
 @hookimpl
 async def generate(model: Any, request: GenerateRequest) -> AsyncIterator[Chunk]:
     if not isinstance(model, ChatModel):
@@ -236,6 +263,15 @@ async def embed(model: Any, request: EmbedRequest) -> EmbedResult:
     if not isinstance(model, EmbeddingModel):
         raise InvalidRequest("this model does not embed: use a model with the embed ability", param="model")
     return await model.embed(request)
+
+
+@hookimpl
+async def rerank(model: Any, request: RerankRequest) -> RerankResult:
+    from xinf_transformers.rerank import RerankModel
+
+    if not isinstance(model, RerankModel):
+        raise InvalidRequest("this model is not a reranker: use a model with the rerank ability", param="model")
+    return await model.rerank(request)
 
 
 @hookimpl
