@@ -8,6 +8,7 @@ import msgspec
 
 from xinf import __version__
 from xinf.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, LaunchRequest, RegisterRequest
+from xinf.schemas_audio import SpeechBody
 from xinf.schemas_rerank import RerankBody
 
 _ERROR = {
@@ -49,6 +50,9 @@ ROUTES: list[tuple[str, str, str, str | None, list[str]]] = [
     ("post", "/v1/completions", "Text completion", "CompletionRequest", []),
     ("post", "/v1/embeddings", "Embeddings", "EmbeddingRequest", []),
     ("post", "/v1/rerank", "Documents ordered by relevance to a query", "RerankBody", []),
+    ("post", "/v1/audio/transcriptions", "Speech to text (multipart/form-data: file, model, ...)", None, []),
+    ("post", "/v1/audio/translations", "Speech to English text (multipart/form-data)", None, []),
+    ("post", "/v1/audio/speech", "Text to speech (audio bytes)", "SpeechBody", []),
     ("get", "/v1/engines", "Installed engines", None, []),
     ("get", "/v1/engines/{model_name}", "Engines able to serve a model", None, ["model_name"]),
     ("get", "/v1/model_registrations/{model_type}", "List model registrations", None, ["model_type"]),
@@ -62,7 +66,7 @@ ROUTES: list[tuple[str, str, str, str | None, list[str]]] = [
 
 def document() -> dict[str, Any]:
     (_, components) = msgspec.json.schema_components(
-        [ChatRequest, CompletionRequest, EmbeddingRequest, LaunchRequest, RegisterRequest, RerankBody],
+        [ChatRequest, CompletionRequest, EmbeddingRequest, LaunchRequest, RegisterRequest, RerankBody, SpeechBody],
         ref_template="#/components/schemas/{name}",
     )
     components["Error"] = _ERROR
