@@ -19,7 +19,7 @@ from xinf.errors import InvalidRequest, NotFound, XinfError
 from xinf.manager import ModelManager
 from xinf.plugins import PluginHost
 from xinf.registry import Registry
-from xinf.server import access, admin, audio, openai, rerank, web
+from xinf.server import access, admin, audio, images, openai, rerank, web
 from xinf.server.http import error_response, json_response
 from xinf.server.openapi import document
 from xinf.server.state import State
@@ -71,6 +71,8 @@ def routes(settings: Settings) -> list[BaseRoute]:
         Route("/v1/audio/transcriptions", audio.transcriptions, methods=["POST"]),
         Route("/v1/audio/translations", audio.translations, methods=["POST"]),
         Route("/v1/audio/speech", audio.speech, methods=["POST"]),
+        Route("/v1/images/generations", images.generations, methods=["POST"]),
+        Route("/v1/images/files/{name}", images.image_file, methods=["GET"], name="image_file"),
         Route("/v1/engines", admin.engines, methods=["GET"]),
         Route("/v1/engines/{model_name}", admin.engines, methods=["GET"]),
         Route("/v1/model_registrations/{model_type}", admin.registrations, methods=["GET"]),

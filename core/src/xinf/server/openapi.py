@@ -9,6 +9,7 @@ import msgspec
 from xinf import __version__
 from xinf.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, LaunchRequest, RegisterRequest
 from xinf.schemas_audio import SpeechBody
+from xinf.schemas_images import ImageBody
 from xinf.schemas_rerank import RerankBody
 
 _ERROR = {
@@ -53,6 +54,8 @@ ROUTES: list[tuple[str, str, str, str | None, list[str]]] = [
     ("post", "/v1/audio/transcriptions", "Speech to text (multipart/form-data: file, model, ...)", None, []),
     ("post", "/v1/audio/translations", "Speech to English text (multipart/form-data)", None, []),
     ("post", "/v1/audio/speech", "Text to speech (audio bytes)", "SpeechBody", []),
+    ("post", "/v1/images/generations", "Text to image", "ImageBody", []),
+    ("get", "/v1/images/files/{name}", "A generated image (PNG)", None, ["name"]),
     ("get", "/v1/engines", "Installed engines", None, []),
     ("get", "/v1/engines/{model_name}", "Engines able to serve a model", None, ["model_name"]),
     ("get", "/v1/model_registrations/{model_type}", "List model registrations", None, ["model_type"]),
@@ -66,7 +69,16 @@ ROUTES: list[tuple[str, str, str, str | None, list[str]]] = [
 
 def document() -> dict[str, Any]:
     (_, components) = msgspec.json.schema_components(
-        [ChatRequest, CompletionRequest, EmbeddingRequest, LaunchRequest, RegisterRequest, RerankBody, SpeechBody],
+        [
+            ChatRequest,
+            CompletionRequest,
+            EmbeddingRequest,
+            LaunchRequest,
+            RegisterRequest,
+            RerankBody,
+            SpeechBody,
+            ImageBody,
+        ],
         ref_template="#/components/schemas/{name}",
     )
     components["Error"] = _ERROR
