@@ -136,3 +136,11 @@ def test_bad_audio_and_bad_speech_requests_are_4xx(server: ServerProcess) -> Non
         assert response.status_code == 400, (body, response.text)
         assert response.json()["error"]["param"] == param
     assert http.post("/v1/rerank", json={"model": "tts", "query": "q", "documents": ["d"]}).status_code == 400
+
+
+def test_metrics_count_seconds_heard_and_spoken(server: ServerProcess, spoken: bytes) -> None:
+    metrics = server.http.get("/metrics").text.splitlines()
+    heard = [x for x in metrics if x.startswith('xinf_served_units_total{model="stt"') and "audio_seconds_in" in x]
+    spoken_s = [x for x in metrics if x.startswith('xinf_served_units_total{model="tts"') and "audio_seconds_out" in x]
+    assert heard and float(heard[0].split()[-1]) > 2
+    assert spoken_s and float(spoken_s[0].split()[-1]) > 2

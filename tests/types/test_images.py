@@ -121,3 +121,5 @@ def test_metrics_count_image_requests(server: ServerProcess) -> None:
     metrics = server.http.get("/metrics").text
     line = next(x for x in metrics.splitlines() if x.startswith('xinf_requests_total{model="img"'))
     assert float(line.split()[-1]) >= 5
+    images = next(x for x in metrics.splitlines() if x.startswith('xinf_served_units_total{model="img"'))
+    assert 'unit="images"' in images and float(images.split()[-1]) >= 7

@@ -127,6 +127,9 @@ def test_both_replicas_serve_and_metrics_count_them(server: ServerProcess) -> No
     served = [line for line in metrics.splitlines() if line.startswith('xinf_requests_total{model="rr"')]
     assert len(served) == 2 and all(float(line.split()[-1]) >= 1 for line in served)
     assert any(line.startswith('xinf_prompt_tokens_total{model="rr"') for line in metrics.splitlines())
+    documents = [x for x in metrics.splitlines() if x.startswith('xinf_served_units_total{model="rr"')]
+    assert documents and 'unit="documents"' in documents[0]
+    assert sum(float(x.split()[-1]) for x in documents) >= 4 * len(DOCS)
 
 
 def test_cli_launch_with_model_type(server: ServerProcess, model_dir: Path) -> None:

@@ -45,7 +45,17 @@ class Histogram:
 class ReplicaStats:
     """What one replica of a model served; survives the replica's restarts."""
 
-    __slots__ = ("completion_tokens", "errors", "latency", "prompt_tokens", "requests", "running", "ttft", "waiting")
+    __slots__ = (
+        "completion_tokens",
+        "errors",
+        "latency",
+        "prompt_tokens",
+        "requests",
+        "running",
+        "ttft",
+        "units",
+        "waiting",
+    )
 
     def __init__(self) -> None:
         self.requests = 0
@@ -56,6 +66,12 @@ class ReplicaStats:
         self.waiting = 0  # sent to the replica, no output yet
         self.latency = Histogram(LATENCY_BUCKETS)
         self.ttft = Histogram(TTFT_BUCKETS)
+        self.units: dict[str, float] = {}  # what other model types served: documents, audio seconds, images
+
+    def count(self, result: object) -> None:
+        """Add what a rerank, audio or image result served (``xinf.operations`` results say)."""
+        unit, amount = result.units()  # type: ignore[attr-defined]
+        self.units[unit] = self.units.get(unit, 0.0) + amount
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -90,6 +106,11 @@ class Collector:
         )
         up = GaugeMetricFamily("xinf_replica_up", "1 if the replica is ready for requests", labels=labels)
         restarts = CounterMetricFamily("xinf_replica_restarts", "Times the replica was restarted", labels=labels)
+        served = CounterMetricFamily(
+            "xinf_served_units",
+            "What rerank, audio and image models served: documents, audio_seconds_in, audio_seconds_out, images",
+            labels=[*labels, "unit"],
+        )
         for model in list(self.manager.models.values()):
             for index, stats in sorted(model.stats.items()):
                 values = [model.uid, str(index)]
@@ -102,13 +123,15 @@ class Collector:
                 waiting.add_metric(values, stats.waiting)
                 latency.add_metric(values, stats.latency.cumulative(), stats.latency.sum)
                 ttft.add_metric(values, stats.ttft.cumulative(), stats.ttft.sum)
+                for unit, amount in sorted(stats.units.items()):
+                    served.add_metric([*values, unit], amount)
             for replica in list(model.replicas):
                 values = [model.uid, str(replica.index)]
                 for name in STATUSES:
                     status.add_metric([*values, name], 1.0 if replica.status == name else 0.0)
                 up.add_metric(values, 1.0 if replica.ready else 0.0)
                 restarts.add_metric(values, model.restart_count.get(replica.index, 0))
-        yield from (requests, errors, prompt, completion, running, waiting, latency, ttft, status, up, restarts)
+        yield from (requests, errors, prompt, completion, running, waiting, latency, ttft, status, up, restarts, served)
 
 
 class Exporter:

@@ -184,6 +184,8 @@ class RunningModel:
                 stats.latency.observe(elapsed)
                 stats.ttft.observe(elapsed)
                 stats.prompt_tokens += getattr(result, "prompt_tokens", 0)
+                if hasattr(result, "units"):
+                    stats.count(result)
                 return result
 
     async def stream(self, request: Request) -> AsyncIterator[Result]:
@@ -207,6 +209,7 @@ class RunningModel:
                             stats.waiting -= 1
                             stats.running += 1
                             stats.ttft.observe(time.perf_counter() - start)
+                        stats.count(piece)
                         yield piece
                     return
                 except ReplicaDied:

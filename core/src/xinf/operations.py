@@ -1,6 +1,8 @@
 """Requests an engine serves besides ``generate`` and ``embed``: rerank, speech to text, text to speech, images.
 
-Each request type names the hook that serves it (``OPERATIONS``), so the replica
+Each result says what it counts for the metrics (``units``: documents
+ranked, seconds of audio heard or spoken, images made).  Each request type
+names the hook that serves it (``OPERATIONS``), so the replica
 loop, the server's replica handle and ``RunningModel`` carry every one of them
 the same way: a ``Call`` frame out, a ``Returned`` frame back, or ``Piece``
 frames for a hook that streams (``speech``).  A new model type adds its request
@@ -39,6 +41,9 @@ class RerankResult(msgspec.Struct, tag=True, kw_only=True):
     @property
     def prompt_tokens(self) -> int:
         return sum(self.tokens)
+
+    def units(self) -> tuple[str, float]:
+        return "documents", float(len(self.scores))
 
 
 # ---------------------------------------------------------------- speech to text
@@ -82,6 +87,9 @@ class TranscribeResult(msgspec.Struct, tag=True, kw_only=True):
     segments: list[Segment] = msgspec.field(default_factory=list)
     words: list[Word] | None = None
 
+    def units(self) -> tuple[str, float]:
+        return "audio_seconds_in", self.duration
+
 
 # ---------------------------------------------------------------- text to speech
 
@@ -100,6 +108,9 @@ class AudioChunk(msgspec.Struct, tag=True, kw_only=True):
     pcm: bytes
     sample_rate: int
     channels: int = 1
+
+    def units(self) -> tuple[str, float]:
+        return "audio_seconds_out", len(self.pcm) / (2 * self.channels * self.sample_rate)
 
 
 # ---------------------------------------------------------------- images
@@ -122,6 +133,9 @@ class ImageResult(msgspec.Struct, tag=True, kw_only=True):
     """PNG files, one per image."""
 
     images: list[bytes]
+
+    def units(self) -> tuple[str, float]:
+        return "images", float(len(self.images))
 
 
 # ---------------------------------------------------------------- the table
