@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import median, say, table
+from bench.common import median, say, table, tinymodels
 from xinf.engine import Placement
 from xinf.plugins import PluginHost
 from xinf.registry import Registry
@@ -56,6 +56,7 @@ def timed(fn: Any) -> float:
 
 
 def rerank(args: argparse.Namespace, home: Path) -> list[list[Any]]:
+    tinymodels()  # puts tools/ on sys.path
     import tinymodels_rerank
 
     from xinf.localmodel import spec_from_path
@@ -153,6 +154,7 @@ def audio(args: argparse.Namespace, home: Path) -> list[list[Any]]:
 
 
 def images(args: argparse.Namespace, home: Path) -> list[list[Any]]:
+    tinymodels()
     import tinymodels_diffusers
 
     path = str(tinymodels_diffusers.ensure())
@@ -198,13 +200,16 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     parts = args.parts or ["rerank", "audio", "images"]
     rows: list[list[Any]] = []
+    image_rows: list[list[Any]] = []
     with tempfile.TemporaryDirectory(prefix="xinf-bench-types-") as tmp:
         for part in parts:
             say(f"-- {part}")
             if part == "images":
-                rows += images(args, Path(tmp))
+                image_rows += images(args, Path(tmp))
             else:
-                part_rows = {"rerank": rerank, "audio": audio}[part](args, Path(tmp))
-                rows += part_rows
-    print(table(["figure", "in-process", "xinf", "xinf / in-process"], rows))
+                rows += {"rerank": rerank, "audio": audio}[part](args, Path(tmp))
+    if rows:
+        print(table(["figure", "in-process", "xinf", "in-process / xinf cost (>= 0.95: xinf adds < 5%)"], rows))
+    if image_rows:
+        print(table(["figure", "without batching", "with batching", "with / without"], image_rows))
     return 0
