@@ -19,6 +19,7 @@ import pytest
 
 from xinf.testing.fakehub import FakeHub
 from xinf.testing.server import ServerProcess
+from xinf.testing.wait import wait_for
 
 CHAT = "/v1/chat/completions"
 
@@ -29,13 +30,6 @@ def body(**extra: object) -> dict:
 
 def inflight(server: ServerProcess) -> int:
     return sum(r["inflight"] for r in server.http.get("/v1/models/m").json()["replicas"])
-
-
-def wait_until(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 async def stream_once(client: httpx.AsyncClient, payload: dict) -> tuple[int, list[str]]:
@@ -61,7 +55,7 @@ def test_clients_that_go_away_free_everything(server: ServerProcess) -> None:
         await asyncio.gather(*(impatient(stream=i % 2 == 0) for i in range(24)))
 
     asyncio.run(crowd())
-    wait_until(lambda: inflight(server) == 0)
+    wait_for(lambda: inflight(server) == 0)
     start = time.monotonic()
     reply = server.http.post(CHAT, json=body(max_tokens=3))
     assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] == 3
@@ -110,7 +104,7 @@ def test_killing_a_replica_under_load_hangs_nothing(server: ServerProcess) -> No
     assert errored >= 1 and completed >= 1 and completed + errored == 12
     # The survivor serves meanwhile and the victim comes back.
     assert server.http.post(CHAT, json=body(max_tokens=2)).status_code == 200
-    wait_until(
+    wait_for(
         lambda: all(r["status"] == "ready" for r in server.http.get("/v1/models/m").json()["replicas"]), timeout=30
     )
 

@@ -73,6 +73,9 @@ class Encoder:
         self.started = False
         self.pending: list[bytes] = []  # a whole (not streamed) wav needs its length in the header
         self.av: Any = None
+        self.stream: Any = None  # PyAV's objects: typed loosely (its stubs type every stream kind at once)
+        self.container: Any = None
+        self.resampler: Any = None
         if fmt in _AV:
             self._open_av()
 
@@ -104,7 +107,7 @@ class Encoder:
     def _encode(self, pcm: bytes | None) -> bytes:
         import numpy as np
 
-        frames = []
+        frames: list[Any] = []
         if pcm is None:
             frames.append(None)  # flush the resampler and the encoder
         elif pcm:

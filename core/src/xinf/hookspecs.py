@@ -22,7 +22,17 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from xinf.engine import (
+    from xinf.operations import (
+        AudioChunk,
+        ImageRequest,
+        ImageResult,
+        RerankRequest,
+        RerankResult,
+        SpeechRequest,
+        TranscribeRequest,
+        TranscribeResult,
+    )
+    from xinf.types import (
         Chunk,
         Device,
         EmbedRequest,
@@ -33,16 +43,6 @@ if TYPE_CHECKING:
         MemoryEstimate,
         ModelSpec,
         Placement,
-    )
-    from xinf.operations import (
-        AudioChunk,
-        ImageRequest,
-        ImageResult,
-        RerankRequest,
-        RerankResult,
-        SpeechRequest,
-        TranscribeRequest,
-        TranscribeResult,
     )
 
 PROJECT = "xinf"
@@ -75,8 +75,11 @@ def estimate_vram(spec: ModelSpec, options: dict[str, Any], devices: list[Device
     model, before anything is loaded.  ``devices`` are the devices the replica
     would be placed on, with their free memory after other reservations (an
     empty list means CPU only).  Engines that can offload part of a model
-    choose how many layers fit and say so in ``gpu_layers``.  Return None when
-    the engine cannot estimate: the scheduler then places by device count only.
+    choose how many layers fit and say so in ``gpu_layers``.  ``host`` is what
+    stays in host memory (everything, on the CPU): the scheduler reserves it
+    on the replica's machine and refuses a launch it does not fit.  Return None
+    when the engine cannot estimate: the scheduler then places by device count
+    only and checks no memory.
     """
 
 
@@ -89,7 +92,11 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
 
     Called once in the replica process, only on the chosen engine.  The process
     already has the model's environment variables and ``CUDA_VISIBLE_DEVICES``
-    set from ``placement``; ``spec.source.path`` is the local file or directory.
+    set from ``placement``, and is pinned to ``placement.cores`` (with
+    ``OMP_NUM_THREADS`` and the like sized to them): size the engine's own
+    thread options from ``xinf.cores.threads(placement)`` unless the user gave
+    them (a ``threads`` attribute of the returned object is shown with the
+    replica).  ``spec.source.path`` is the local file or directory.
     Raise ``xinf.errors.LaunchError`` (or any exception) when loading fails:
     the launch fails with that message.  Unknown or invalid ``options`` should
     raise ``LaunchError`` naming them.
@@ -107,6 +114,7 @@ def generate(model: Any, request: GenerateRequest) -> AsyncIterator[Chunk]:
     slot.  Raise ``xinf.errors.InvalidRequest`` (or ``ContextLengthExceeded``)
     for requests the engine cannot serve: clients get a 400, not a 500.
     """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
 
 
 @hookspec
@@ -116,6 +124,7 @@ def embed(model: Any, request: EmbedRequest) -> EmbedResult:
     Called in the replica process for models with the ``embed`` ability, on the
     plugin that loaded ``model``.
     """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
 
 
 # ---------------------------------------------------------------- other model types
@@ -138,6 +147,7 @@ def rerank(model: Any, request: RerankRequest) -> RerankResult:
     documents were truncated to the model's maximum length; the core sorts,
     applies ``top_n`` and counts tokens.
     """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
 
 
 @hookspec
@@ -151,6 +161,7 @@ def transcribe(model: Any, request: TranscribeRequest) -> TranscribeResult:
     (when ``word_timestamps``) words carry times in seconds; the core writes
     the response formats (json, text, srt, vtt, verbose_json).
     """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
 
 
 @hookspec
@@ -163,6 +174,7 @@ def speech(model: Any, request: SpeechRequest) -> AsyncIterator[AudioChunk]:
     client goes away the core closes the iterator; stop the work then.  An
     unknown ``request.voice`` must raise ``InvalidRequest`` listing the voices.
     """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
 
 
 @hookspec
@@ -174,6 +186,7 @@ def text_to_image(model: Any, request: ImageRequest) -> ImageResult:
     ``InvalidRequest``.  Engines may batch concurrent requests of the same size
     (``XINFERENCE_TEXT_TO_IMAGE_BATCHING_SIZE``).
     """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
 
 
 @hookspec

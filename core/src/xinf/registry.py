@@ -18,13 +18,14 @@ from typing import Any
 
 import msgspec
 
-from xinf.engine import ABILITIES, MODEL_TYPES, ModelSource, ModelSpec, ModelType
 from xinf.errors import Conflict, InvalidRequest, NotFound
 from xinf.storage import atomic_write
+from xinf.types import ABILITIES, ModelSource, ModelSpec, ModelType
+from xinf.types import MODEL_TYPES as MODEL_TYPES  # re-exported: the routes list them
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")  # \Z: '$' would let a trailing newline through
 
 
 class FamilySpec(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -86,7 +87,10 @@ class Family(msgspec.Struct, kw_only=True, omit_defaults=True):
 def parse_family(data: dict[str, Any]) -> Family:
     """A family from our JSON form or from Xinference's custom-model JSON."""
     if "model_name" in data and "name" not in data:
-        data = _from_xinference(data)
+        try:
+            data = _from_xinference(data)
+        except (AttributeError, TypeError, ValueError, KeyError) as exc:  # a field of the wrong type
+            raise InvalidRequest(f"invalid model registration: {type(exc).__name__}: {exc}") from None
     try:
         family = msgspec.convert(data, Family, strict=False)
     except msgspec.ValidationError as exc:
@@ -172,7 +176,8 @@ class Registry:
             raise NotFound(f"model {name!r} is neither built in nor registered", param="model_name")
         return family
 
-    def list(self, *, builtin: bool | None = None, model_type: str | None = None) -> list[Family]:
+    def list_families(self, *, builtin: bool | None = None, model_type: str | None = None) -> list[Family]:
+        """The families (built-in, registered or both; of one model type or all), sorted by name."""
         return sorted(
             (
                 f

@@ -21,12 +21,13 @@ import traceback
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
-from xinf.engine import Chunk, GenerateRequest, ModelSpec
+from xinf import cores
 from xinf.errors import InvalidRequest, LaunchError, XinfError
 from xinf.operations import OPERATIONS
 from xinf.plugins import PluginHost
 from xinf.reasoning import ReasoningSplitter
 from xinf.replica import protocol as p
+from xinf.types import Chunk, GenerateRequest, ModelSpec
 
 log = logging.getLogger("xinf.replica")
 
@@ -73,6 +74,7 @@ class Replica:
         self.embed_fn: Callable[..., Any] | None = None
         self.unload_fn: Callable[..., Any] | None = None
         self.hooks: dict[str, Callable[..., Any]] = {}  # the engine's hooks for ``Call`` frames, by name
+        self.info: dict[str, Any] = {}
 
     def send(self, frame: p.Frame) -> None:
         self.outlet.send(frame)
@@ -86,6 +88,8 @@ class Replica:
             raise LaunchError(f"engine {launch.engine!r} failed to load: {info.error}")
         self.spec = launch.spec
         self.enable_thinking = launch.enable_thinking
+        # Pinned before the engine starts its thread pools, which size themselves to what they may use.
+        cpus = cores.pin(launch.placement.cores)
         result = host.hook(launch.engine, "load")(spec=launch.spec, options=launch.options, placement=launch.placement)
         self.model = await result if inspect.isawaitable(result) else result
         if host.has_hook(launch.engine, "generate"):
@@ -97,10 +101,14 @@ class Replica:
         for op in OPERATIONS.values():
             if host.has_hook(launch.engine, op.hook):
                 self.hooks[op.hook] = host.hook(launch.engine, op.hook)
+        # What the server shows per replica: the real CPUs pinned and the threads the engine runs.
+        self.info = {"cpus": cpus, "threads": getattr(self.model, "threads", None)}
 
     # ------------------------------------------------------------ requests
 
-    def start(self, frame: p.Generate | p.Embed | p.Call) -> None:
+    def submit(self, frame: p.Generate | p.Embed | p.Call) -> None:
+        """Serve one request in its own task (``cancel`` ends it); the replica process is already running."""
+        coro: Any
         if isinstance(frame, p.Generate):
             coro = self.generate(frame)
         elif isinstance(frame, p.Embed):
@@ -108,8 +116,9 @@ class Replica:
         else:
             coro = self.call(frame)
         task = asyncio.get_running_loop().create_task(self.guard(frame.id, coro))
-        self.tasks[frame.id] = task
-        task.add_done_callback(lambda _t, rid=frame.id: self.tasks.pop(rid, None))
+        rid = frame.id
+        self.tasks[rid] = task
+        task.add_done_callback(lambda _task: self.tasks.pop(rid, None))
 
     def cancel(self, rid: int) -> None:
         task = self.tasks.get(rid)
@@ -243,7 +252,7 @@ async def serve_stream(reader: asyncio.StreamReader, outlet: Outlet) -> int:
         replica.send(p.Fail(id=0, status=getattr(exc, "status", 400), error=error))
         await outlet.drain()
         return 1
-    replica.send(p.Hello(pid=os.getpid(), info={}))
+    replica.send(p.Hello(pid=os.getpid(), info=replica.info))
     print(f"replica ready: {launch.spec.name} on engine {launch.engine} (pid {os.getpid()})", flush=True)
     while True:
         try:
@@ -251,7 +260,7 @@ async def serve_stream(reader: asyncio.StreamReader, outlet: Outlet) -> int:
         except (asyncio.IncompleteReadError, ConnectionError):
             break  # the server went away: nobody is left to serve
         if isinstance(frame, (p.Generate, p.Embed, p.Call)):
-            replica.start(frame)
+            replica.submit(frame)
         elif isinstance(frame, p.Cancel):
             replica.cancel(frame.id)
         elif isinstance(frame, p.Ping):

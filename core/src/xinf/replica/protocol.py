@@ -13,8 +13,8 @@ from typing import Any
 
 import msgspec
 
-from xinf.engine import Chunk, EmbedRequest, EmbedResult, GenerateRequest, ModelSpec, Placement
 from xinf.operations import Request, Result
+from xinf.types import Chunk, EmbedRequest, EmbedResult, GenerateRequest, ModelSpec, Placement
 
 HEADER = struct.Struct(">I")
 MAX_FRAME = 256 << 20
@@ -130,7 +130,7 @@ AnyFrame = (
 )
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(AnyFrame)
+_decoder: msgspec.msgpack.Decoder[AnyFrame] = msgspec.msgpack.Decoder(AnyFrame)
 
 
 def encode(frame: Frame) -> bytes:

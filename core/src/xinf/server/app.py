@@ -10,19 +10,19 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from xinf import storage
 from xinf.errors import InvalidRequest, NotFound, XinfError
 from xinf.manager import ModelManager
 from xinf.plugins import PluginHost
 from xinf.registry import Registry
-from xinf.server import access, admin, audio, images, openai, rerank, web
+from xinf.server import admin, audio, images, openai, rerank, security, web
 from xinf.server.http import error_response, json_response
 from xinf.server.openapi import document
-from xinf.server.state import State
+from xinf.server.state import State, state
 from xinf.settings import Settings
 
 if TYPE_CHECKING:
@@ -38,11 +38,11 @@ async def openapi_json(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    st: State = request.app.state.xinf
+    st = state(request)
     if request.app.state.exporter is None:  # prometheus_client is imported on the first scrape
         from xinf.metrics import Exporter
 
-        request.app.state.exporter = Exporter(st.manager)
+        request.app.state.exporter = Exporter(st.manager.models)
     body, content_type = request.app.state.exporter.render()
     return Response(body, media_type=content_type)
 
@@ -99,7 +99,15 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     else:
         err = InvalidRequest(str(exc.detail))
         err.status = exc.status_code
-    return error_response(err)
+    response = error_response(err)
+    if exc.headers:  # 405 carries Allow
+        response.headers.update(exc.headers)
+    return response
+
+
+async def on_disconnect(request: Request, exc: Exception) -> Response:
+    # The client went away (or a body timeout closed it) while its body was read: nobody to answer.
+    return Response(status_code=499)
 
 
 async def on_crash(request: Request, exc: Exception) -> Response:
@@ -125,7 +133,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        tasks = [asyncio.ensure_future(_launch(manager, body)) for body in launch_at_start or []]
+        tasks: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(_launch(manager, body)) for body in launch_at_start or []
+        ]
+        tasks.append(asyncio.ensure_future(asyncio.to_thread(storage.sweep, settings.home)))
         try:
             yield
         finally:
@@ -133,16 +144,16 @@ def create_app(
                 task.cancel()
             await manager.shutdown()
 
-    middleware = []
-    if settings.allowed_ips or settings.api_key:
-        allowed = access.IPAllowlist(access.parse_networks(settings.allowed_ips)) if settings.allowed_ips else None
-        keys = [settings.api_key] if settings.api_key else []
-        middleware.append(Middleware(access.AccessControl, allowed=allowed, api_keys=keys))
     app = Starlette(
         routes=routes(settings),
-        middleware=middleware,
+        middleware=security.middleware(settings),
         lifespan=lifespan,
-        exception_handlers={XinfError: on_xinf_error, HTTPException: on_http_error, Exception: on_crash},
+        exception_handlers={
+            XinfError: on_xinf_error,
+            HTTPException: on_http_error,
+            ClientDisconnect: on_disconnect,
+            Exception: on_crash,
+        },
     )
     app.state.xinf = st
     app.state.openapi = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -14,7 +14,8 @@ from xinf.errors import InvalidRequest, PayloadTooLarge
 from xinf.operations import AudioChunk, SpeechRequest, TranscribeRequest, TranscribeResult
 from xinf.schemas_audio import TRANSCRIPT_FORMATS, TRANSCRIPTION_FIELDS, SpeechBody
 from xinf.server.http import decode, json_response, read_body
-from xinf.server.openai import state, until_disconnect
+from xinf.server.state import state
+from xinf.server.streams import until_disconnect
 from xinf.server.types import model_for
 
 # ---------------------------------------------------------------- speech to text
@@ -161,9 +162,11 @@ async def speech(request: Request) -> Response:
     if not body.input.strip():
         raise InvalidRequest("input must not be empty", param="input")
     check_format(body.response_format)
-    pieces = model.stream(SpeechRequest(input=body.input, voice=body.voice, speed=body.speed))
+    pieces = cast(
+        AsyncIterator[AudioChunk], model.stream(SpeechRequest(input=body.input, voice=body.voice, speed=body.speed))
+    )
     try:
-        first: AudioChunk = await pieces.__anext__()  # errors before any audio get their proper status
+        first = await pieces.__anext__()  # errors before any audio get their proper status
     except StopAsyncIteration:
         raise InvalidRequest("the model produced no audio for this input", param="input") from None
     except BaseException:

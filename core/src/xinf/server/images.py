@@ -23,7 +23,8 @@ from xinf.errors import InvalidRequest, NotFound
 from xinf.operations import ImageRequest, ImageResult
 from xinf.schemas_images import ImageBody, parse_size
 from xinf.server.http import decode, json_response, read_body, validation_error
-from xinf.server.openai import state, until_disconnect
+from xinf.server.state import state
+from xinf.server.streams import until_disconnect
 from xinf.server.types import model_for
 
 KEEP_SECONDS = 3600

@@ -12,7 +12,8 @@ from xinf.errors import InvalidRequest
 from xinf.operations import RerankRequest, RerankResult
 from xinf.schemas_rerank import RerankBody, text
 from xinf.server.http import decode, json_response, read_body
-from xinf.server.openai import state, until_disconnect
+from xinf.server.state import state
+from xinf.server.streams import until_disconnect
 from xinf.server.types import model_for
 
 

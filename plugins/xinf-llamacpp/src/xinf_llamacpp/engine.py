@@ -22,8 +22,8 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from xinf.engine import Chunk, GenerateRequest, ModelSpec, TokenLogprob, Usage
 from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, XinfError
+from xinf.types import Chunk, GenerateRequest, ModelSpec, TokenLogprob, Usage
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class LlamaCppModel:
         per_slot: int,
         gpu_layers: int,
         http_key: str | None = None,
+        threads: int | None = None,
     ):
         self.server = server
         #: the key of llama.cpp's own HTTP port (``server.listening_address``), for debugging
@@ -57,6 +58,8 @@ class LlamaCppModel:
         self.n_parallel = n_parallel
         self.per_slot = per_slot
         self.gpu_layers = gpu_layers
+        #: CPU threads llama.cpp runs (``cpuparams.n_threads``), reported to the server
+        self.threads = threads
         # Requests beyond the slots wait inside llama.cpp, each in its thread.
         self.executor = ThreadPoolExecutor(max_workers=max(32, 8 * n_parallel), thread_name_prefix="llama.cpp")
         self.running: set[threading.Event] = set()
@@ -284,7 +287,21 @@ class _Reader:
 def _map_exception(exc: BaseException) -> BaseException:
     # xllamacpp raises ValueError for requests it cannot parse (bad messages, response_format...).
     if isinstance(exc, ValueError):
-        return InvalidRequest(f"llama.cpp: {exc}")
+        return InvalidRequest(f"llama.cpp: {exc}", param=_param_of(str(exc)))
     if isinstance(exc, XinfError):
         return exc
     return EngineError(f"llama.cpp: {type(exc).__name__}: {exc}")
+
+
+def _param_of(message: str) -> str | None:
+    """The request field a llama.cpp parse error is about, so the 400 names it."""
+    text = message.lower()
+    for words, param in (
+        (("tool_call",), "messages"),
+        (("tool",), "tools"),
+        (("response_format", "json_schema", "schema", "grammar"), "response_format"),
+        (("message", "content", "role", "template"), "messages"),
+    ):
+        if any(w in text for w in words):
+            return param
+    return None

@@ -13,8 +13,9 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
-from xinf import hookimpl
-from xinf.engine import (
+from xinf import cores, hookimpl
+from xinf.errors import LaunchError
+from xinf.types import (
     Chunk,
     Device,
     EngineMatch,
@@ -24,7 +25,6 @@ from xinf.engine import (
     ModelSpec,
     Placement,
 )
-from xinf.errors import LaunchError
 from xinf_llamacpp import options as opts
 
 ENGINE = "llama.cpp"
@@ -57,7 +57,7 @@ def estimate_vram(spec: ModelSpec, options: dict[str, Any], devices: list[Device
         return None
     try:
         shape = _shape(path)
-        settings = estimate.Settings.from_options(
+        settings = estimate.EstimateOptions.from_options(
             flat, opts.context(flat, shape.n_ctx_train), projector=_projector_bytes(flat)
         )
         free = [d.free_memory for d in devices]
@@ -101,7 +101,8 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
     params.model.path = path
     params.n_ctx = ctx.n_ctx
     params.n_parallel = ctx.n_parallel
-    threads = opts.default_threads()
+    # The replica's placed cores (it is pinned to them); the old guess from idle cores where none are placed.
+    threads = cores.threads(placement) or opts.default_threads()
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
     # The core splits <think> tags itself; llama.cpp must hand over the raw text.
@@ -140,6 +141,7 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
         per_slot=ctx.per_slot,
         gpu_layers=params.n_gpu_layers,
         http_key=params.api_keys[0] if params.api_keys else None,
+        threads=params.cpuparams.n_threads,
     )
 
 

@@ -14,8 +14,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from xinf import hookimpl
-from xinf.engine import (
+from xinf import cores, hookimpl
+from xinf.errors import InvalidRequest, LaunchError
+from xinf.operations import RerankRequest, RerankResult
+from xinf.prompts import encode_prompt
+from xinf.stops import StopMatcher
+from xinf.types import (
     Chunk,
     Device,
     EmbedRequest,
@@ -28,10 +32,6 @@ from xinf.engine import (
     Placement,
     Usage,
 )
-from xinf.errors import InvalidRequest, LaunchError
-from xinf.operations import RerankRequest, RerankResult
-from xinf.prompts import encode_prompt
-from xinf.stops import StopMatcher
 from xinf_transformers import estimate as est
 from xinf_transformers import options as o
 from xinf_transformers.text import Detokenizer, make_job
@@ -93,6 +93,7 @@ class ChatModel:
         self.runner = runner
         self.context_length = context_length
         self.batching = batching
+        self.threads: int | None = None  # torch's intra-op threads
         self.eos_ids, self.stop_strings = _eos_and_stops(spec, tokenizer, model)
         generation = getattr(model, "generation_config", None)
         self.defaults: dict[str, Any] = {}
@@ -131,8 +132,10 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
 
     from xinf.settings import Settings
 
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
+    # The option wins; else the replica's placed cores (OMP_NUM_THREADS already says so to OpenMP).
+    threads = opts.threads or cores.threads(placement)
+    if threads:
+        torch.set_num_threads(threads)
     cuda = torch.cuda.is_available() and (opts.device == "cuda" or (opts.device == "auto" and bool(placement.devices)))
     if opts.device == "cuda" and not torch.cuda.is_available():
         raise LaunchError("device cuda was asked for but torch sees no CUDA device", param="device")
@@ -144,9 +147,13 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
     settings = Settings.from_env()
     path = spec.source.path
     if spec.model_type == "embedding" or "embed" in spec.abilities:
-        return _load_embedding(path, dtype, device, opts, settings)
+        embedder = _load_embedding(path, dtype, device, opts, settings)
+        embedder.threads = torch.get_num_threads()  # reported to the server
+        return embedder
     if spec.model_type == "rerank" or "rerank" in spec.abilities:
-        return _load_rerank(path, dtype, device, opts, settings)
+        reranker = _load_rerank(path, dtype, device, opts, settings)
+        reranker.threads = torch.get_num_threads()  # reported to the server
+        return reranker
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -184,7 +191,9 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
         context,
         f"continuous batching of up to {opts.max_num_seqs} requests" if batching else "one request at a time",
     )
-    return ChatModel(spec, tokenizer, model, runner, context, batching)
+    chat = ChatModel(spec, tokenizer, model, runner, context, batching)
+    chat.threads = torch.get_num_threads()  # reported to the server
+    return chat
 
 
 def _load_embedding(path: str, dtype: Any, device: str, opts: o.Options, settings: Any) -> Any:

@@ -51,6 +51,7 @@ class RerankModel:
         self.activation = activation(model.config)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xinf-rerank")
         self.batches = 0  # forward passes run, for the bench
+        self.threads: int | None = None  # torch's intra-op threads, reported to the server
 
     async def rerank(self, request: RerankRequest) -> RerankResult:
         return await asyncio.get_running_loop().run_in_executor(self.pool, self.score, request)
