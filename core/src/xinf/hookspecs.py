@@ -190,6 +190,17 @@ def text_to_image(model: Any, request: ImageRequest) -> ImageResult:
 
 
 @hookspec
+def convert_ids_to_tokens(model: Any, ids: list[list[int]]) -> list[list[str]]:
+    """The tokens of each list of token ids, as the model's tokenizer spells them; optional.
+
+    Called in the replica process for ``POST /v1/convert_ids_to_tokens``
+    (xinference-client's ``convert_ids_to_tokens``) on the plugin that loaded
+    ``model``.  An engine without it answers that request with a 400.
+    """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
+
+
+@hookspec
 def unload(model: Any) -> None:
     """Release ``model``'s resources before the replica process exits.
 

@@ -160,9 +160,9 @@ class RunningModel:
         result: EmbedResult = await self._once(lambda replica: replica.embed(request))
         return result
 
-    async def call(self, request: Request) -> Result:
+    async def serve(self, request: Request) -> Result:
         """A request of ``xinf.operations`` served by the least busy replica (rerank, transcribe, images)."""
-        result: Result = await self._once(lambda replica: replica.call(request))
+        result: Result = await self._once(lambda replica: replica.serve(request))
         return result
 
     async def _once(self, send: Callable[[ReplicaHandle], Awaitable[Any]]) -> Any:

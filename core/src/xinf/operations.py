@@ -4,8 +4,8 @@ Each result says what it counts for the metrics (``units``: documents
 ranked, seconds of audio heard or spoken, images made).  Each request type
 names the hook that serves it (``OPERATIONS``), so the replica
 loop, the server's replica handle and ``RunningModel`` carry every one of them
-the same way: a ``Call`` frame out, a ``Returned`` frame back, or ``Piece``
-frames for a hook that streams (``speech``).  A new model type adds its request
+the same way: a ``Call`` frame naming the hook out, a ``Returned`` frame back,
+or ``Piece`` frames for a hook that streams (``speech``).  A new model type adds its request
 and result here, a hook in ``hookspecs.py`` and a route module; the launch
 path, placement, replicas and routing stay the same.
 """
@@ -145,19 +145,27 @@ Result = RerankResult | TranscribeResult | AudioChunk | ImageResult
 
 
 class Operation(msgspec.Struct, frozen=True, kw_only=True):
-    """The hook serving a request type, the ability a model needs for it, and whether the hook streams."""
+    """The hook serving a request type, its result type, the ability a model needs, and whether the hook streams."""
 
     hook: str
     ability: str
+    request: type
+    result: type
     streams: bool = False
 
 
 OPERATIONS: dict[type, Operation] = {
-    RerankRequest: Operation(hook="rerank", ability="rerank"),
-    TranscribeRequest: Operation(hook="transcribe", ability="audio2text"),
-    SpeechRequest: Operation(hook="speech", ability="text2audio", streams=True),
-    ImageRequest: Operation(hook="text_to_image", ability="text2image"),
+    RerankRequest: Operation(hook="rerank", ability="rerank", request=RerankRequest, result=RerankResult),
+    TranscribeRequest: Operation(
+        hook="transcribe", ability="audio2text", request=TranscribeRequest, result=TranscribeResult
+    ),
+    SpeechRequest: Operation(
+        hook="speech", ability="text2audio", request=SpeechRequest, result=AudioChunk, streams=True
+    ),
+    ImageRequest: Operation(hook="text_to_image", ability="text2image", request=ImageRequest, result=ImageResult),
 }
+#: the same, by hook name: what a replica looks up for a ``Call`` frame
+BY_HOOK: dict[str, Operation] = {op.hook: op for op in OPERATIONS.values()}
 
 
 def operation(request: Request) -> Operation:

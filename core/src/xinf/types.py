@@ -41,6 +41,7 @@ class ModelSource(msgspec.Struct, kw_only=True, omit_defaults=True):
     modelscope: str | None = None
     csghub: str | None = None
     file: str | None = None
+    parts: list[str] | None = None  # a GGUF split in parts: every part's file name, ``file`` is the first
     package: str | None = None
     path: str | None = None
 

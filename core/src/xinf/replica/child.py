@@ -21,15 +21,18 @@ import traceback
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
+import msgspec
+
 from xinf import cores
 from xinf.errors import InvalidRequest, LaunchError, XinfError
-from xinf.operations import OPERATIONS
+from xinf.operations import BY_HOOK
 from xinf.plugins import PluginHost
 from xinf.reasoning import ReasoningSplitter
 from xinf.replica import protocol as p
 from xinf.types import Chunk, GenerateRequest, ModelSpec
 
 log = logging.getLogger("xinf.replica")
+CALLABLE_HOOKS = ("convert_ids_to_tokens",)  # optional per-model hooks the server may call by name
 
 
 class Outlet(Protocol):
@@ -73,7 +76,8 @@ class Replica:
         self.generate_fn: Callable[..., Any] | None = None
         self.embed_fn: Callable[..., Any] | None = None
         self.unload_fn: Callable[..., Any] | None = None
-        self.hooks: dict[str, Callable[..., Any]] = {}  # the engine's hooks for ``Call`` frames, by name
+        self.host: PluginHost | None = None
+        self.engine = ""
         self.info: dict[str, Any] = {}
 
     def send(self, frame: p.Frame) -> None:
@@ -87,6 +91,7 @@ class Replica:
         if not info.ok:
             raise LaunchError(f"engine {launch.engine!r} failed to load: {info.error}")
         self.spec = launch.spec
+        self.host, self.engine = host, launch.engine
         self.enable_thinking = launch.enable_thinking
         # Pinned before the engine starts its thread pools, which size themselves to what they may use.
         cpus = cores.pin(launch.placement.cores)
@@ -98,9 +103,6 @@ class Replica:
             self.embed_fn = host.hook(launch.engine, "embed")
         if host.has_hook(launch.engine, "unload"):
             self.unload_fn = host.hook(launch.engine, "unload")
-        for op in OPERATIONS.values():
-            if host.has_hook(launch.engine, op.hook):
-                self.hooks[op.hook] = host.hook(launch.engine, op.hook)
         # What the server shows per replica: the real CPUs pinned and the threads the engine runs.
         self.info = {"cpus": cpus, "threads": getattr(self.model, "threads", None)}
 
@@ -108,7 +110,6 @@ class Replica:
 
     def submit(self, frame: p.Generate | p.Embed | p.Call) -> None:
         """Serve one request in its own task (``cancel`` ends it); the replica process is already running."""
-        coro: Any
         if isinstance(frame, p.Generate):
             coro = self.generate(frame)
         elif isinstance(frame, p.Embed):
@@ -188,21 +189,36 @@ class Replica:
         self.send(p.Embedded(id=frame.id, result=result))
 
     async def call(self, frame: p.Call) -> None:
-        """Serve a request of ``xinf.operations`` with the hook its type names."""
-        op = OPERATIONS[type(frame.request)]
-        fn = self.hooks.get(op.hook)
-        if fn is None:
+        if frame.hook in BY_HOOK:
+            await self.operation(frame)
+            return
+        if frame.hook not in CALLABLE_HOOKS:
+            raise XinfError(f"{frame.hook!r} cannot be called on a replica")
+        if self.host is None or not self.host.has_hook(self.engine, frame.hook):
+            raise InvalidRequest(f"engine {self.engine} does not implement {frame.hook}", param="model")
+        result = self.host.hook(self.engine, frame.hook)(model=self.model, **frame.args)
+        if inspect.isawaitable(result):
+            result = await result
+        self.send(p.Returned(id=frame.id, value=result))
+
+    async def operation(self, frame: p.Call) -> None:
+        """A request of another model type (``xinf.operations``): its hook, one value back or a stream of pieces."""
+        op = BY_HOOK[frame.hook]
+        if self.host is None or not self.host.has_hook(self.engine, op.hook):
             name = self.spec.name if self.spec else ""
-            raise InvalidRequest(f"model {name!r} cannot serve {op.hook} requests (its engine has no {op.hook} hook)")
-        result = fn(model=self.model, request=frame.request)
+            raise InvalidRequest(
+                f"model {name!r} cannot serve {op.hook} requests (engine {self.engine} has no such hook)"
+            )
+        request: Any = msgspec.convert(frame.args.get("request"), op.request)
+        result = self.host.hook(self.engine, op.hook)(model=self.model, request=request)
         if not op.streams:
             if inspect.isawaitable(result):
                 result = await result
-            self.send(p.Returned(id=frame.id, result=result))
+            self.send(p.Returned(id=frame.id, value=result))
             return
         try:
             async for piece in result:
-                self.send(p.Piece(id=frame.id, result=piece))
+                self.send(p.Piece(id=frame.id, value=piece))
                 if self.outlet.backlog() > 1 << 20:
                     await self.outlet.drain()
         finally:

@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 
 from xinf import errors
-from xinf.operations import Request, Result
+from xinf.operations import Request, Result, operation
 from xinf.replica import protocol as p
 from xinf.types import Chunk, EmbedRequest, EmbedResult, GenerateRequest
 
@@ -360,7 +360,7 @@ class ReplicaHandle:
                     pass
 
     async def _round_trip(self, frame: p.Embed | p.Call | p.Ping, timeout: float | None = None) -> Any:
-        """Send a frame that has exactly one reply (an embedding, a rerank, a pong...) and wait for that reply."""
+        """Send a frame that has exactly one reply (an embedding, a hook's value, a pong) and wait for that reply."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
         self.waiters[frame.id] = waiter
@@ -397,13 +397,20 @@ class ReplicaHandle:
         frame = await self._round_trip(p.Embed(id=next(self.ids), request=request))
         return frame.result  # type: ignore[no-any-return]
 
-    async def call(self, request: Request) -> Result:
+    async def call(self, hook: str, **args: Any) -> Any:
+        """The value of the engine's optional ``hook`` for this replica's model."""
+        frame = await self._round_trip(p.Call(id=next(self.ids), hook=hook, args=args))
+        return frame.value
+
+    async def serve(self, request: Request) -> Result:
         """The result of a request of ``xinf.operations`` whose hook returns one value (rerank, transcribe...)."""
-        frame = await self._round_trip(p.Call(id=next(self.ids), request=request))
-        return frame.result  # type: ignore[no-any-return]
+        op = operation(request)
+        frame = await self._round_trip(p.Call(id=next(self.ids), hook=op.hook, args={"request": request}))
+        return msgspec.convert(frame.value, op.result)
 
     async def stream(self, request: Request) -> AsyncIterator[Result]:
         """The results of a request whose hook streams (speech); closing the iterator cancels it there."""
+        op = operation(request)
         rid = next(self.ids)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self.pending[rid] = queue
@@ -415,11 +422,11 @@ class ReplicaHandle:
         if self.deadline:
             deadline = asyncio.get_running_loop().call_later(self.deadline, queue.put_nowait, _DEADLINE)
         try:
-            self._send(p.Call(id=rid, request=request))
+            self._send(p.Call(id=rid, hook=op.hook, args={"request": request}))
             while True:
                 frame = await queue.get()
                 if type(frame) is p.Piece:
-                    yield frame.result
+                    yield msgspec.convert(frame.value, op.result)
                 elif type(frame) is p.Done:
                     finished = True
                     return

@@ -13,7 +13,6 @@ from typing import Any
 
 import msgspec
 
-from xinf.operations import Request, Result
 from xinf.types import Chunk, EmbedRequest, EmbedResult, GenerateRequest, ModelSpec, Placement
 
 HEADER = struct.Struct(">I")
@@ -47,10 +46,13 @@ class Embed(Frame):
 
 
 class Call(Frame):
-    """Any request of ``xinf.operations`` (rerank, transcribe, speech, images): the request's type names the hook."""
+    """An engine hook called by name with the loaded model and ``args``: ``convert_ids_to_tokens``, and the hooks of
+    the other model types (``rerank``, ``transcribe``, ``speech``, ``text_to_image``: ``args["request"]`` is a
+    request struct of ``xinf.operations``)."""
 
     id: int
-    request: Request
+    hook: str
+    args: dict[str, Any]
 
 
 class Cancel(Frame):
@@ -93,22 +95,22 @@ class Embedded(Frame):
     result: EmbedResult
 
 
+class Pong(Frame):
+    id: int
+
+
 class Returned(Frame):
-    """The result of a ``Call`` whose hook returns one value."""
+    """The value of a ``Call``: a plain value, or a result struct of ``xinf.operations`` (sent as a map)."""
 
     id: int
-    result: Result
+    value: Any
 
 
 class Piece(Frame):
-    """One result of a ``Call`` whose hook streams; ``Done`` follows the last."""
+    """One value of a ``Call`` whose hook streams (``speech``); ``Done`` follows the last."""
 
     id: int
-    result: Result
-
-
-class Pong(Frame):
-    id: int
+    value: Any
 
 
 AnyFrame = (
@@ -124,9 +126,9 @@ AnyFrame = (
     | Done
     | Fail
     | Embedded
+    | Pong
     | Returned
     | Piece
-    | Pong
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -66,7 +66,7 @@ async def _transcribe(request: Request, task: str) -> Response:
         )
     result: TranscribeResult = await until_disconnect(
         request,
-        model.call(
+        model.serve(
             TranscribeRequest(
                 audio=audio,
                 task=task,  # type: ignore[arg-type]

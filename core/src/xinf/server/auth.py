@@ -45,9 +45,10 @@ INFERENCE_POSTS = (
     "/v1/images/",
     "/v1/tokenize",
     "/v1/detokenize",
+    "/v1/convert_ids_to_tokens",
 )
 # Read-only routes that still only admins may read: they list files on the server.
-ADMIN_READS = ("/v1/cache/", "/v1/virtualenvs")
+ADMIN_READS = ("/v1/cache/", "/v1/virtualenvs", "/v1/autostart/")  # autostart: launch bodies with their envs
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 

@@ -38,7 +38,7 @@ async def generations(request: Request) -> Response:
     width, height = parse_size(body.size)
     result: ImageResult = await until_disconnect(
         request,
-        model.call(
+        model.serve(
             ImageRequest(
                 prompt=body.prompt,
                 n=body.n,

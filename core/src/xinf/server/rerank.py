@@ -25,7 +25,7 @@ async def rerank(request: Request) -> Response:
     if not query.strip():
         raise InvalidRequest("query must not be empty", param="query")
     documents = [text(d) for d in body.documents]
-    result: RerankResult = await until_disconnect(request, model.call(RerankRequest(query=query, documents=documents)))
+    result: RerankResult = await until_disconnect(request, model.serve(RerankRequest(query=query, documents=documents)))
     if len(result.scores) != len(documents):
         raise InvalidRequest(f"the engine scored {len(result.scores)} of {len(documents)} documents")
     order = sorted(range(len(documents)), key=lambda i: result.scores[i], reverse=True)

@@ -243,6 +243,16 @@ def embed(model: TestModel, request: EmbedRequest) -> EmbedResult:
     return EmbedResult(embeddings=vectors, prompt_tokens=sum(len(t.split()) for t in request.input))
 
 
+@hookimpl
+def convert_ids_to_tokens(model: TestModel, ids: list[list[int]]) -> list[list[str]]:
+    # The test vocabulary is WORDS: id i is its i-th word.
+    for row in ids:
+        for i in row:
+            if not 0 <= i < len(WORDS):
+                raise InvalidRequest(f"token id {i} is outside the vocabulary (0-{len(WORDS) - 1})", param="input")
+    return [[WORDS[i] for i in row] for row in ids]
+
+
 def _prompt_text(request: GenerateRequest) -> str:
     if request.messages is None:
         return request.prompt or ""

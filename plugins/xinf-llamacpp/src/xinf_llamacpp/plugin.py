@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from xinf import cores, hookimpl
-from xinf.errors import LaunchError
+from xinf.errors import InvalidRequest, LaunchError
 from xinf.types import (
     Chunk,
     Device,
@@ -148,6 +148,20 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
 @hookimpl
 def generate(model: Any, request: GenerateRequest) -> AsyncIterator[Chunk]:
     return model.stream(request)  # type: ignore[no-any-return]
+
+
+@hookimpl
+def convert_ids_to_tokens(model: Any, ids: list[list[int]]) -> list[list[str]]:
+    # xllamacpp has no detokenize call: the vocabulary is read from the GGUF header once, on first use.
+    tokens = getattr(model, "vocabulary", None)
+    if tokens is None:
+        from xinf.gguf import read_tokens
+
+        tokens = model.vocabulary = read_tokens(model.spec.source.path)
+    bad = [i for row in ids for i in row if not 0 <= i < len(tokens)]
+    if bad:
+        raise InvalidRequest(f"token ids {bad[:5]} are outside the vocabulary (0-{len(tokens) - 1})", param="input")
+    return [[tokens[i] for i in row] for row in ids]
 
 
 @hookimpl

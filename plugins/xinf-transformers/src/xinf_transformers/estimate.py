@@ -31,18 +31,15 @@ def estimate(spec: ModelSpec, raw: dict[str, Any], devices: list[Device]) -> Mem
     size = o.DTYPES[dtype]
     params = safetensors_params(spec) or count_params(config)
     weights = params * size
-    if spec.model_type in ("embedding", "rerank"):
-        # Encoders keep no KV cache: one forward pass over a batch of texts (or pairs) at a time.
-        batch_tokens = 32 * int(config.get("max_position_embeddings") or 512)
-        kv = 0
-        overhead = activation_bytes(config, batch_tokens) + RUNTIME_OVERHEAD
-        note = f"{params / 1e9:.2f}B parameters in {dtype}; no KV cache"
-    else:
-        tokens = kv_tokens(spec, opts, config)
-        kv = tokens * kv_bytes_per_token(config, size)
-        overhead = activation_bytes(config, opts.max_batch_tokens) + RUNTIME_OVERHEAD
-        note = f"{params / 1e9:.2f}B parameters in {dtype}; KV cache for {tokens} tokens"
+    # An embedding model or a reranker runs whole batches through the encoder and keeps no KV cache.
+    embedding = spec.model_type in ("embedding", "rerank") or bool({"embed", "rerank"} & set(spec.abilities))
+    tokens = 0 if embedding else kv_tokens(spec, opts, config)
+    kv = tokens * kv_bytes_per_token(config, size)
+    overhead = activation_bytes(config, opts.max_batch_tokens) + RUNTIME_OVERHEAD
     total = weights + kv + overhead
+    note = f"{params / 1e9:.2f}B parameters in {dtype}; " + (
+        "no KV cache (an encoder)" if embedding else f"KV cache for {tokens} tokens"
+    )
     if devices:
         share = -(-total // len(devices))
         return MemoryEstimate(

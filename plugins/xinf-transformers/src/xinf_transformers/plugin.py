@@ -9,6 +9,7 @@ one at a time through ``generate()`` (``serial.py``); embedding models through
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -217,6 +218,15 @@ def _load_rerank(path: str, dtype: Any, device: str, opts: o.Options, settings: 
     from xinf_transformers.rerank import RerankModel
 
     try:
+        architectures = json.loads((Path(path) / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        architectures = []
+    if architectures and not any(str(a).endswith("ForSequenceClassification") for a in architectures):
+        raise LaunchError(
+            f"{path} is a {architectures[0]}, not a cross-encoder (a sequence classifier): LLM-style rerankers "
+            "(Qwen3-Reranker, bge-reranker-v2-gemma) are not served by the transformers engine yet"
+        )
+    try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=opts.trust_remote_code)
         model = AutoModelForSequenceClassification.from_pretrained(
             path, dtype=dtype, trust_remote_code=opts.trust_remote_code
@@ -272,6 +282,16 @@ async def embed(model: Any, request: EmbedRequest) -> EmbedResult:
     if not isinstance(model, EmbeddingModel):
         raise InvalidRequest("this model does not embed: use a model with the embed ability", param="model")
     return await model.embed(request)
+
+
+@hookimpl
+def convert_ids_to_tokens(model: Any, ids: list[list[int]]) -> list[list[str]]:
+    tokenizer = model.tokenizer  # chat, embedding and rerank models all keep theirs
+    size = len(tokenizer)
+    bad = [i for row in ids for i in row if not 0 <= i < size]
+    if bad:
+        raise InvalidRequest(f"token ids {bad[:5]} are outside the vocabulary (0-{size - 1})", param="input")
+    return [list(tokenizer.convert_ids_to_tokens(row)) for row in ids]
 
 
 @hookimpl
