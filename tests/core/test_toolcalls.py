@@ -15,27 +15,52 @@ TRICKY = '{"q": "a } ] \\" <tool_call> [TOOL_CALLS]", "n": [1, {"x": null}], "t"
 # (format, model output, expected content, expected calls as (name, arguments JSON))
 CASES: list[tuple[str, str, str, list[tuple[str, str]]]] = [
     ("hermes", "Just text, no call.", "Just text, no call.", []),
-    ("hermes", f'<tool_call>\n{{"name": "get_weather", "arguments": {WEATHER}}}\n</tool_call>', "",
-     [("get_weather", WEATHER)]),
-    ("hermes", f'Let me look.\n<tool_call>{{"name": "a", "arguments": {TRICKY}}}</tool_call>\n'
-     f'<tool_call>\n{{"arguments": {{}}, "name": "b"}}\n</tool_call>', "Let me look.\n",
-     [("a", TRICKY), ("b", "{}")]),
-    ("hermes", '<tool_call>[{"name": "a", "arguments": {"x": 1}}, {"name": "b", "arguments": "{\\"y\\": 2}"}]</tool_call>',
-     "", [("a", '{"x": 1}'), ("b", '{"y": 2}')]),
+    (
+        "hermes",
+        f'<tool_call>\n{{"name": "get_weather", "arguments": {WEATHER}}}\n</tool_call>',
+        "",
+        [("get_weather", WEATHER)],
+    ),
+    (
+        "hermes",
+        f'Let me look.\n<tool_call>{{"name": "a", "arguments": {TRICKY}}}</tool_call>\n'
+        f'<tool_call>\n{{"arguments": {{}}, "name": "b"}}\n</tool_call>',
+        "Let me look.\n",
+        [("a", TRICKY), ("b", "{}")],
+    ),
+    (
+        "hermes",
+        '<tool_call>[{"name": "a", "arguments": {"x": 1}}, {"name": "b", "arguments": "{\\"y\\": 2}"}]</tool_call>',
+        "",
+        [("a", '{"x": 1}'), ("b", '{"y": 2}')],
+    ),
     ("hermes", '<tool_call>{"name": "ping"}</tool_call> done', "done", [("ping", "{}")]),
     ("hermes", "a <tool_call>not json</tool_call> b", "a <tool_call>not json</tool_call> b", []),
     ("hermes", 'cut <tool_call>{"name": "f", "argu', 'cut <tool_call>{"name": "f", "argu', []),
     ("hermes", "less < than <tool_ and more", "less < than <tool_ and more", []),
     ("llama3_json", f'{{"name": "get_weather", "parameters": {WEATHER}}}', "", [("get_weather", WEATHER)]),
-    ("llama3_json", f'<|python_tag|>{{"name": "a", "parameters": {TRICKY}}}; {{"name": "b", "parameters": {{}}}}',
-     "", [("a", TRICKY), ("b", "{}")]),
+    (
+        "llama3_json",
+        f'<|python_tag|>{{"name": "a", "parameters": {TRICKY}}}; {{"name": "b", "parameters": {{}}}}',
+        "",
+        [("a", TRICKY), ("b", "{}")],
+    ),
     ("llama3_json", "  The answer is {x}.", "  The answer is {x}.", []),
     ("llama3_json", '{"answer": 42}', '{"answer": 42}', []),
     ("llama3_json", '\n{"name": "f", "arguments": {"n": -1.5e3}}', "", [("f", '{"n": -1.5e3}')]),
     ("mistral", f'[TOOL_CALLS][{{"name": "get_weather", "arguments": {WEATHER}}}]', "", [("get_weather", WEATHER)]),
-    ("mistral", f'Calling.[TOOL_CALLS] [{{"name": "a", "arguments": {TRICKY}}}, {{"name": "b", "arguments": {{}}}}]',
-     "Calling.", [("a", TRICKY), ("b", "{}")]),
-    ("mistral", f"[TOOL_CALLS]get_weather[ARGS]{WEATHER}[TOOL_CALLS]b[ARGS]{{}}", "", [("get_weather", WEATHER), ("b", "{}")]),
+    (
+        "mistral",
+        f'Calling.[TOOL_CALLS] [{{"name": "a", "arguments": {TRICKY}}}, {{"name": "b", "arguments": {{}}}}]',
+        "Calling.",
+        [("a", TRICKY), ("b", "{}")],
+    ),
+    (
+        "mistral",
+        f"[TOOL_CALLS]get_weather[ARGS]{WEATHER}[TOOL_CALLS]b[ARGS]{{}}",
+        "",
+        [("get_weather", WEATHER), ("b", "{}")],
+    ),
     ("mistral", "No [TOOL calls here]", "No [TOOL calls here]", []),
 ]
 

@@ -48,6 +48,9 @@ class ModelSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     # out of the answer (``reasoning_content``).
     reasoning_start_tag: str | None = None
     reasoning_end_tag: str | None = None
+    # How the model writes tool calls (a name in ``xinf.toolcalls.PARSERS``);
+    # None: engines with a parser of their own decide (llama.cpp's, for one).
+    tool_call_format: str | None = None
     source: ModelSource = msgspec.field(default_factory=ModelSource)
     description: str = ""
     builtin: bool = False
@@ -192,6 +195,7 @@ class GenerateRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     logprobs: int | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = None
     chat_template_kwargs: dict[str, Any] = msgspec.field(default_factory=dict)
     ignore_eos: bool = False
@@ -229,6 +233,9 @@ class Chunk(msgspec.Struct, kw_only=True, omit_defaults=True):
     "tool_calls") and ``usage``.  ``reasoning`` is filled by the core when it
     splits a reasoning model's thoughts from its answer; engines that split
     themselves may fill it too.  ``index`` is the choice number when n > 1.
+    ``tool_calls`` holds OpenAI streaming deltas: a call's first delta has
+    ``index``, ``id``, ``type`` and the whole ``function.name``, later ones
+    ``index`` and ``function.arguments`` fragments.
     """
 
     text: str = ""

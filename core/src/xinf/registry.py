@@ -51,6 +51,7 @@ class Family(msgspec.Struct, kw_only=True, omit_defaults=True):
     stop: list[str] = msgspec.field(default_factory=list)
     reasoning_start_tag: str | None = None
     reasoning_end_tag: str | None = None
+    tool_call_format: str | None = None
     description: str = ""
     builtin: bool = False
 
@@ -71,6 +72,7 @@ class Family(msgspec.Struct, kw_only=True, omit_defaults=True):
             stop=list(self.stop),
             reasoning_start_tag=self.reasoning_start_tag,
             reasoning_end_tag=self.reasoning_end_tag,
+            tool_call_format=self.tool_call_format,
             source=ModelSource(
                 huggingface=fill(spec.huggingface),
                 modelscope=fill(spec.modelscope),
@@ -104,6 +106,14 @@ def parse_family(data: dict[str, Any]) -> Family:
         raise InvalidRequest(f"unknown abilities {unknown}; known: {', '.join(ABILITIES)}", param="abilities")
     if bool(family.reasoning_start_tag) != bool(family.reasoning_end_tag):
         raise InvalidRequest("give both reasoning_start_tag and reasoning_end_tag, or neither")
+    if family.tool_call_format is not None:
+        from xinf.toolcalls import PARSERS
+
+        if family.tool_call_format not in PARSERS:
+            raise InvalidRequest(
+                f"unknown tool_call_format {family.tool_call_format!r}; known: {', '.join(sorted(PARSERS))}",
+                param="tool_call_format",
+            )
     return family
 
 
@@ -133,6 +143,7 @@ def _from_xinference(data: dict[str, Any]) -> dict[str, Any]:
         "stop": data.get("stop") or [],
         "reasoning_start_tag": data.get("reasoning_start_tag"),
         "reasoning_end_tag": data.get("reasoning_end_tag"),
+        "tool_call_format": data.get("tool_call_format"),
         "description": data.get("model_description") or "",
         "specs": [{k: v for k, v in s.items() if v is not None} for s in specs],
     }

@@ -26,6 +26,7 @@ from xinf.errors import LaunchError, XinfError
 from xinf.plugins import PluginHost
 from xinf.reasoning import ReasoningSplitter
 from xinf.replica import protocol as p
+from xinf.toolcalls.stream import ToolCallStream
 
 log = logging.getLogger("xinf.replica")
 
@@ -134,6 +135,7 @@ class Replica:
     async def stream(self, rid: int, request: GenerateRequest, index: int) -> None:
         assert self.generate_fn is not None
         splitter = self.splitter(request)
+        tools = ToolCallStream.for_request(self.spec, request, getattr(self.model, "constrains_tool_calls", False))
         chunks: AsyncIterator[Chunk] = self.generate_fn(model=self.model, request=request)
         try:
             async for chunk in chunks:
@@ -144,6 +146,8 @@ class Replica:
                         more_reasoning, more_text = splitter.flush()
                         chunk.reasoning += more_reasoning
                         chunk.text += more_text
+                if tools is not None:
+                    tools.apply(chunk)
                 chunk.index = index
                 self.send(p.Out(id=rid, chunk=chunk))
                 if self.outlet.backlog() > 1 << 20:

@@ -21,6 +21,7 @@ from xinf.replica.handle import KEEPALIVE
 from xinf.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling
 from xinf.server.http import decode, encode_json, json_response, read_body
 from xinf.server.state import State
+from xinf.toolcalls.choice import check_tools
 
 log = logging.getLogger(__name__)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -81,11 +82,15 @@ def chat_request(req: ChatRequest, model: RunningModel, st: State) -> GenerateRe
     elif "enable_thinking" not in kwargs and model.request.enable_thinking is not None:
         kwargs["enable_thinking"] = model.request.enable_thinking
     messages = [_message(m) for m in req.messages]
+    check_tools(req.tools, req.tool_choice, model.uid, model.spec.abilities)
+    # "none": the model may not call a tool, so it is not shown any (vLLM does the same).
+    calls_allowed = bool(req.tools) and req.tool_choice != "none"
     return GenerateRequest(
         messages=messages,
         logprobs=(req.top_logprobs or 0) if req.logprobs else None,
-        tools=req.tools,
-        tool_choice=req.tool_choice,
+        tools=req.tools if calls_allowed else None,
+        tool_choice=req.tool_choice if calls_allowed else None,
+        parallel_tool_calls=req.parallel_tool_calls,
         response_format=req.response_format,
         chat_template_kwargs=kwargs,
         **sampling_fields(req, st, req.max_completion_tokens or req.max_tokens),
@@ -277,7 +282,7 @@ async def chat_body(stream: AsyncIterator[Chunk], cid: str, created: int, req: C
     texts: list[list[str]] = [[] for _ in range(req.n)]
     thoughts: list[list[str]] = [[] for _ in range(req.n)]
     logprobs: list[list[TokenLogprob]] = [[] for _ in range(req.n)]
-    tools: list[list[dict[str, Any]]] = [[] for _ in range(req.n)]
+    tools: list[dict[int, dict[str, Any]]] = [{} for _ in range(req.n)]
     finish: list[str | None] = [None] * req.n
     usage = Usage()
     async for chunk in stream:
@@ -288,7 +293,7 @@ async def chat_body(stream: AsyncIterator[Chunk], cid: str, created: int, req: C
         if chunk.logprobs:
             logprobs[i].extend(chunk.logprobs)
         if chunk.tool_calls:
-            tools[i].extend(chunk.tool_calls)
+            merge_tool_calls(tools[i], chunk.tool_calls)
         if chunk.finish_reason:
             finish[i] = chunk.finish_reason
         usage.add(chunk)
@@ -298,7 +303,8 @@ async def chat_body(stream: AsyncIterator[Chunk], cid: str, created: int, req: C
         if model.spec.is_reasoning:
             message["reasoning_content"] = "".join(thoughts[i]) or None
         if tools[i]:
-            message["tool_calls"] = tools[i]
+            message["tool_calls"] = [tools[i][k] for k in sorted(tools[i])]
+            message["content"] = message["content"] or None  # as OpenAI: no text beside the calls is null
         choices.append(
             {
                 "index": i,
@@ -354,6 +360,20 @@ async def chat_events(
     except Exception as exc:
         yield stream_error(cid, exc)
     yield DONE
+
+
+def merge_tool_calls(calls: dict[int, dict[str, Any]], deltas: list[dict[str, Any]]) -> None:
+    """Add streamed tool-call deltas to whole calls, by their index."""
+    for delta in deltas:
+        index = int(delta.get("index", len(calls)))
+        call = calls.setdefault(
+            index, {"id": f"call_{secrets.token_hex(12)}", "type": "function", "function": {"name": "", "arguments": ""}}
+        )
+        if delta.get("id"):
+            call["id"] = delta["id"]
+        function = delta.get("function") or {}
+        call["function"]["name"] += function.get("name") or ""
+        call["function"]["arguments"] += function.get("arguments") or ""
 
 
 def _choice(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Any
 
 from xinf.engine import Chunk, GenerateRequest, ModelSpec, TokenLogprob, Usage
 from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, XinfError
+from xinf.toolcalls.choice import allowed_tools, forced_name, forced_schema, is_forced
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,19 @@ class _Failed:
 
 
 class LlamaCppModel:
-    """One replica's model.  ``server`` is an ``xllamacpp.Server``."""
+    """One replica's model.  ``server`` is an ``xllamacpp.Server``.
+
+    Tool calls: a model whose family declares its format gets the tools
+    rendered by its template (as the template variable ``tools``) and its text
+    parsed by the core; a forced call is constrained by llama.cpp's JSON-schema
+    grammar (``constrains_tool_calls``).  llama.cpp refuses a grammar beside
+    its own tools, and its own template analysis finds no tool format in
+    templates such as SmolLM2's.  Any other model gets llama.cpp's own tool
+    handling (``tools`` and ``tool_choice`` passed on, its parsed calls back).
+    """
+
+    #: forced tool calls are constrained to ``xinf.toolcalls.choice.forced_schema`` (see ``body``)
+    constrains_tool_calls = True
 
     def __init__(
         self,
@@ -75,12 +88,10 @@ class LlamaCppModel:
         body: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
         if request.is_chat:
             body["messages"] = request.messages
-            if request.tools:
-                body["tools"] = request.tools
-            if request.tool_choice is not None:
-                body["tool_choice"] = request.tool_choice
             if request.chat_template_kwargs:
-                body["chat_template_kwargs"] = request.chat_template_kwargs
+                body["chat_template_kwargs"] = dict(request.chat_template_kwargs)
+            if request.tools:
+                self.tools_body(request, body)
         else:
             body["prompt"] = request.prompt or ""
         sampling = {
@@ -105,6 +116,10 @@ class LlamaCppModel:
         if request.ignore_eos:
             body["ignore_eos"] = True
         if request.response_format:
+            if "response_format" in body:
+                raise InvalidRequest(
+                    "response_format cannot be combined with a forced tool call (tool_choice)", param="response_format"
+                )
             body["response_format"] = request.response_format
         if request.logprobs is not None:
             # llama.cpp reports the chosen token's logprob only alongside at least one alternative.
@@ -115,6 +130,21 @@ class LlamaCppModel:
             else:
                 body["logprobs"] = wanted
         return body
+
+    def tools_body(self, request: GenerateRequest, body: dict[str, Any]) -> None:
+        tools = request.tools or []
+        if self.spec.tool_call_format:
+            body.setdefault("chat_template_kwargs", {})["tools"] = tools
+            if is_forced(request.tool_choice):
+                schema = forced_schema(tools, request.tool_choice)
+                body["response_format"] = {"type": "json_schema", "json_schema": {"name": "tool_call", "schema": schema}}
+            return
+        # llama.cpp takes tool_choice as a string only: a named function becomes "required" of that one tool.
+        body["tools"] = allowed_tools(tools, request.tool_choice)
+        if request.tool_choice is not None:
+            body["tool_choice"] = "required" if forced_name(request.tool_choice) else request.tool_choice
+        if request.parallel_tool_calls is not None:
+            body["parallel_tool_calls"] = request.parallel_tool_calls
 
     async def stream(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
         if self.server is None:
@@ -192,7 +222,7 @@ class _Reader:
         self.request = request
         self.finish: str | None = None
         self.usage: Usage | None = None
-        self.tool_calls: dict[int, dict[str, Any]] = {}
+        self.called = False
 
     def feed(self, data: Any) -> list[Chunk]:
         items = data if isinstance(data, list) else [data]
@@ -221,14 +251,14 @@ class _Reader:
         if delta is not None:
             text = delta.get("content") or ""
             reasoning = delta.get("reasoning_content") or ""
-            for call in delta.get("tool_calls") or []:
-                self.merge_tool_call(call)
+            calls = delta.get("tool_calls") or None  # OpenAI deltas already
         else:
-            text, reasoning = choice.get("text") or "", ""
+            text, reasoning, calls = choice.get("text") or "", "", None
         logprobs = self.logprobs(choice.get("logprobs"))
-        if not text and not reasoning and not logprobs:
+        if not text and not reasoning and not logprobs and not calls:
             return None
-        return Chunk(text=text, reasoning=reasoning, logprobs=logprobs)
+        self.called = self.called or bool(calls)
+        return Chunk(text=text, reasoning=reasoning, logprobs=logprobs, tool_calls=calls)
 
     def logprobs(self, data: Any) -> list[TokenLogprob] | None:
         if self.request.logprobs is None or not isinstance(data, dict):
@@ -240,22 +270,11 @@ class _Reader:
             items.append(TokenLogprob(token=entry["token"], logprob=float(entry["logprob"]), top_logprobs=top))
         return items or None
 
-    def merge_tool_call(self, call: dict[str, Any]) -> None:
-        """Tool calls stream in pieces (OpenAI deltas); the core wants them whole."""
-        index = int(call.get("index", len(self.tool_calls)))
-        merged = self.tool_calls.setdefault(index, {"type": "function", "function": {"name": "", "arguments": ""}})
-        if call.get("id"):
-            merged["id"] = call["id"]
-        function = call.get("function") or {}
-        merged["function"]["name"] += function.get("name") or ""
-        merged["function"]["arguments"] += function.get("arguments") or ""
-
     def final(self) -> Chunk:
-        calls = [self.tool_calls[i] for i in sorted(self.tool_calls)] or None
         finish = self.finish or "stop"
-        if calls and finish == "stop":
+        if self.called and finish == "stop":
             finish = "tool_calls"
-        return Chunk(finish_reason=finish, usage=self.usage or Usage(), tool_calls=calls)
+        return Chunk(finish_reason=finish, usage=self.usage or Usage())
 
     def model_error(self, error: Any) -> XinfError:
         if not isinstance(error, dict):
