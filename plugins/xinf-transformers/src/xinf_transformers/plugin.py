@@ -202,8 +202,9 @@ async def generate(model: Any, request: GenerateRequest) -> AsyncIterator[Chunk]
     )
     model.runner.check(job)  # refusals become 400s before the stream starts
     stops = StopMatcher([*request.stop, *model.stop_strings])
-    text = Detokenizer(model.tokenizer)
     eos = set(job.eos_ids)
+    parsing_tools = bool(request.tools and model.spec.tool_call_format and request.tool_choice != "none")
+    text = Detokenizer(model.tokenizer, keep_special=parsing_tools, drop=eos if parsing_tools else ())
     produced = 0
     finish = "length"
     stream = model.runner.tokens(job)

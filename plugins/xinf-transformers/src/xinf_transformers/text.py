@@ -78,17 +78,24 @@ class Detokenizer:
     ending in U+FFFD is an incomplete UTF-8 sequence: held until the next id.
     """
 
-    def __init__(self, tokenizer: Any):
+    def __init__(self, tokenizer: Any, *, keep_special: bool = False, drop: Iterable[int] = ()):
         self.tokenizer = tokenizer
         self.ids: list[int] = []
         self.prefix = 0
         self.read = 0
+        # Tool-call formats mark calls with special tokens ([TOOL_CALLS], <|python_tag|>): those
+        # are kept, and only the ids in ``drop`` (end-of-sequence) are left out of the text.
+        self.skip_special = not keep_special
+        self.drop = set(drop)
 
     def add(self, new_ids: list[int]) -> str:
+        if self.drop:
+            new_ids = [i for i in new_ids if i not in self.drop]
         self.ids.extend(new_ids)
         decode = self.tokenizer.decode
-        before = decode(self.ids[self.prefix : self.read], skip_special_tokens=True)
-        after = decode(self.ids[self.prefix :], skip_special_tokens=True)
+        skip = self.skip_special
+        before = decode(self.ids[self.prefix : self.read], skip_special_tokens=skip)
+        after = decode(self.ids[self.prefix :], skip_special_tokens=skip)
         if after.endswith("\ufffd") or len(after) <= len(before):
             return ""
         self.prefix, self.read = self.read, len(self.ids)

@@ -22,6 +22,7 @@ from typing import Any
 
 from xinf.engine import Chunk, GenerateRequest, ModelSpec, Placement, TokenLogprob, Usage
 from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, LaunchError
+from xinf.toolcalls.choice import forced_schema, is_forced
 from xinf_vllm import memory
 from xinf_vllm import settings as s
 from xinf_vllm.matching import installed_build
@@ -36,7 +37,15 @@ _SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "pr
 
 
 class VllmModel:
-    """A running ``AsyncLLM`` and what generation needs to know about it."""
+    """A running ``AsyncLLM`` and what generation needs to know about it.
+
+    Tool calls: xinf drives ``AsyncLLM`` directly, below vLLM's OpenAI layer
+    where its tool parsers live, so the core parses the family's declared
+    format; a forced call is constrained with vLLM's structured outputs.
+    """
+
+    #: forced tool calls are constrained to ``xinf.toolcalls.choice.forced_schema`` (see ``sampling_params``)
+    constrains_tool_calls = True
 
     def __init__(self, engine: Any, spec: ModelSpec, rpc_dir: str):
         self.engine = engine
@@ -200,6 +209,12 @@ def sampling_params(model: VllmModel, request: GenerateRequest, prompt_tokens: i
         structured = StructuredOutputsParams(json=schema)
     elif fmt.get("type") not in (None, "text"):
         raise InvalidRequest(f"unsupported response_format type {fmt.get('type')!r}", param="response_format")
+    if request.tools and model.spec.tool_call_format and is_forced(request.tool_choice):
+        if structured is not None:
+            raise InvalidRequest(
+                "response_format cannot be combined with a forced tool call (tool_choice)", param="response_format"
+            )
+        structured = StructuredOutputsParams(json=forced_schema(request.tools, request.tool_choice))
     try:
         return SamplingParams(
             **fields,
