@@ -277,9 +277,13 @@ def print_plan(plan: dict[str, Any]) -> None:
 @click.argument("model_uid")
 @click.option("-r", "--replica", default=1, show_default=True, type=int, help="How many to add.")
 @endpoint_option
-def add_replica(model_uid: str, replica: int, endpoint: str, api_key: str | None) -> None:
+@json_option
+def add_replica(model_uid: str, replica: int, endpoint: str, api_key: str | None, as_json: bool) -> None:
     """Add replicas to a running model."""
     result = client(endpoint, api_key, timeout=None).post(f"/v1/models/{model_uid}/replicas", json={"replica": replica})
+    if as_json:
+        echo_json(result)
+        return
     click.echo(f"added replica(s) {', '.join(map(str, result['replicas']))} to {model_uid}")
 
 
@@ -287,9 +291,13 @@ def add_replica(model_uid: str, replica: int, endpoint: str, api_key: str | None
 @click.argument("model_uid")
 @click.argument("replica_id", type=int)
 @endpoint_option
-def remove_replica(model_uid: str, replica_id: int, endpoint: str, api_key: str | None) -> None:
+@json_option
+def remove_replica(model_uid: str, replica_id: int, endpoint: str, api_key: str | None, as_json: bool) -> None:
     """Stop one replica of a running model."""
     result = client(endpoint, api_key, timeout=60).delete(f"/v1/models/{model_uid}/replicas/{replica_id}")
+    if as_json:
+        echo_json(result)
+        return
     click.echo(f"removed replica {replica_id} of {model_uid}; {result['remaining_replicas']} remain")
 
 
@@ -365,9 +373,13 @@ def list_models(endpoint: str, api_key: str | None, as_json: bool) -> None:
 @cli.command()
 @click.argument("model_uid")
 @endpoint_option
-def terminate(model_uid: str, endpoint: str, api_key: str | None) -> None:
+@json_option
+def terminate(model_uid: str, endpoint: str, api_key: str | None, as_json: bool) -> None:
     """Stop a running model and free its memory."""
-    client(endpoint, api_key, timeout=60).delete(f"/v1/models/{model_uid}")
+    result = client(endpoint, api_key, timeout=60).delete(f"/v1/models/{model_uid}")
+    if as_json:
+        echo_json(result)
+        return
     click.echo(f"terminated {model_uid}")
 
 
@@ -388,8 +400,12 @@ def engines(model_name: str | None, endpoint: str, api_key: str | None, as_json:
     if model_name:
         rows = []
         for m in data["matches"]:
-            specs = sorted({f"{s['format']} {s['quantization']}" for s in m["specs"]})
-            rows.append((m["engine"], m["available"], ", ".join(specs) if specs else "; ".join(m["reasons"])))
+            specs = [spec_label(s) for s in m["specs"]]
+            if specs:
+                said = f"{len(specs)} spec{'s' if len(specs) != 1 else ''}: {', '.join(dict.fromkeys(specs))}"
+            else:
+                said = "; ".join(dict.fromkeys(m["reasons"]))
+            rows.append((m["engine"], m["available"], said))
         click.echo(render(["ENGINE", "AVAILABLE", "SPECS OR REASON"], rows))
         return
     rows = [
@@ -397,6 +413,12 @@ def engines(model_name: str | None, endpoint: str, api_key: str | None, as_json:
         for e in data["engines"]
     ]
     click.echo(render(["ENGINE", "VERSION", "PACKAGE", "STATUS"], rows))
+
+
+def spec_label(spec: dict[str, Any]) -> str:
+    """``ggufv2 0.5B q4_k_m``: format, size when known, quantization."""
+    size = spec.get("size_in_billions")
+    return " ".join(str(p) for p in (spec["format"], f"{size}B" if size is not None else None, spec["quantization"]) if p)
 
 
 # ---------------------------------------------------------------- registrations
@@ -407,7 +429,8 @@ def engines(model_name: str | None, endpoint: str, api_key: str | None, as_json:
 @click.option("-t", "--model-type", default="LLM", show_default=True, type=click.Choice(["LLM", "embedding"]))
 @click.option("--persist", is_flag=True, help="Keep the registration across restarts.")
 @endpoint_option
-def register(path: str, model_type: str, persist: bool, endpoint: str, api_key: str | None) -> None:
+@json_option
+def register(path: str, model_type: str, persist: bool, endpoint: str, api_key: str | None, as_json: bool) -> None:
     """Register a custom model from a JSON file."""
     with open(path, encoding="utf-8") as f:
         text = f.read()
@@ -418,6 +441,9 @@ def register(path: str, model_type: str, persist: bool, endpoint: str, api_key: 
     result = client(endpoint, api_key).post(
         f"/v1/model_registrations/{model_type}", json={"model": model, "persist": persist}
     )
+    if as_json:
+        echo_json(result)
+        return
     click.echo(f"registered {result['model_name']}" + (" (persisted)" if persist else ""))
 
 
@@ -425,9 +451,13 @@ def register(path: str, model_type: str, persist: bool, endpoint: str, api_key: 
 @click.argument("model_name")
 @click.option("-t", "--model-type", default="LLM", show_default=True, type=click.Choice(["LLM", "embedding"]))
 @endpoint_option
-def unregister(model_name: str, model_type: str, endpoint: str, api_key: str | None) -> None:
+@json_option
+def unregister(model_name: str, model_type: str, endpoint: str, api_key: str | None, as_json: bool) -> None:
     """Remove a custom model registration."""
-    client(endpoint, api_key).delete(f"/v1/model_registrations/{model_type}/{model_name}")
+    result = client(endpoint, api_key).delete(f"/v1/model_registrations/{model_type}/{model_name}")
+    if as_json:
+        echo_json(result)
+        return
     click.echo(f"unregistered {model_name}")
 
 

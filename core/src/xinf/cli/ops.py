@@ -42,9 +42,13 @@ def register(cli: click.Group) -> None:
     @cli.command("remove-cache")
     @click.argument("model_version")
     @endpoint_option
-    def remove_cache(model_version: str, endpoint: str, api_key: str | None) -> None:
+    @json_option
+    def remove_cache(model_version: str, endpoint: str, api_key: str | None, as_json: bool) -> None:
         """Delete a downloaded model (MODEL_VERSION as listed by `xinf cached`, e.g. huggingface/org/name)."""
         result = client(endpoint, api_key).delete("/v1/cache/models", params={"model_version": model_version})
+        if as_json:
+            echo_json(result)
+            return
         click.echo(f"removed {result['model_version']} ({result['path']})")
 
     @cli.command()
@@ -56,6 +60,9 @@ def register(cli: click.Group) -> None:
         api = client(endpoint, api_key, timeout=120)
         if to_remove:
             result = api.delete(f"/v1/virtualenvs/{to_remove}")
+            if as_json:
+                echo_json(result)
+                return
             click.echo(f"removed virtual environment {result['name']} ({result['path']})")
             return
         data: list[dict[str, Any]] = api.get("/v1/virtualenvs")["list"]

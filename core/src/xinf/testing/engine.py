@@ -100,7 +100,7 @@ def parse_options(options: dict[str, Any]) -> TestOptions:
 @hookimpl
 def match_model(spec: ModelSpec, hardware: Hardware) -> EngineMatch:
     if spec.format != "test":
-        return EngineMatch(engine=ENGINE, score=0, reason=f"serves only format 'test', not {spec.format!r}")
+        return EngineMatch(engine=ENGINE, score=0, reason="serves only format 'test'")
     return EngineMatch(engine=ENGINE, score=10, reason="test model")
 
 

@@ -58,7 +58,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from xinf_llamacpp.gguf_header import ArrayInfo, GGUFHeader, TensorInfo, tensor_nbytes
+from xinf.gguf import ArrayInfo, GGUFHeader, TensorInfo, tensor_nbytes
 from xinf_llamacpp.options import KV_PAD, Context, flash_attention, ggml_type_of, parse_bool
 
 MiB = 1 << 20

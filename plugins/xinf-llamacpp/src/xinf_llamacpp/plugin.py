@@ -168,15 +168,15 @@ def _check_options(flat: dict[str, Any]) -> None:
 
 
 def _shape(path: str) -> Any:
+    from xinf.gguf import read_header
     from xinf_llamacpp.estimate import ModelShape
-    from xinf_llamacpp.gguf_header import read_header
 
     return ModelShape.from_header(read_header(path))
 
 
 def _projector_bytes(options: dict[str, Any]) -> int:
     """Weights of a multimodal projector given as ``mmproj.path``."""
-    from xinf_llamacpp.gguf_header import read_header
+    from xinf.gguf import read_header
 
     path = options.get("mmproj.path")
     if not path:
