@@ -79,6 +79,7 @@ class AccessControl:
         self.app = app
         self.allowed = allowed
         self.keys = [f"Bearer {k}".encode() for k in api_keys]
+        self.raw_keys = [k.encode() for k in api_keys]  # Anthropic's clients send x-api-key: KEY
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -90,27 +91,28 @@ class AccessControl:
                 await _refuse(send, PermissionDenied("your address is not allowed to use this server"))
                 return
         if self.keys and not _open(scope["path"]) and not self._authorized(scope):
+            error = AuthenticationError(
+                "missing or invalid API key: send the header 'Authorization: Bearer <key>'",
+                code="invalid_api_key",
+            )
             await _refuse(
-                send,
-                AuthenticationError(
-                    "missing or invalid API key: send the header 'Authorization: Bearer <key>'",
-                    code="invalid_api_key",
-                ),
-                {"www-authenticate": "Bearer"},
+                send, error, {"www-authenticate": "Bearer"}, anthropic=scope["path"].startswith("/v1/messages")
             )
             return
         await self.app(scope, receive, send)
 
     def _authorized(self, scope: Scope) -> bool:
-        given = None
+        given, keys = None, self.keys
         for name, value in scope["headers"]:
             if name == b"authorization":
-                given = value
+                given, keys = value, self.keys
                 break
+            if name == b"x-api-key":
+                given, keys = value, self.raw_keys
         if given is None:
             return False
         ok = False
-        for key in self.keys:
+        for key in keys:
             # compare_digest takes time independent of where the first difference is;
             # every key is compared so the time does not tell which one nearly matched.
             ok |= hmac.compare_digest(given, key)
@@ -121,8 +123,11 @@ def _open(path: str) -> bool:
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIX)
 
 
-async def _refuse(send: Any, error: XinfError, headers: dict[str, str] | None = None) -> None:
-    body = encode_json({"error": error.to_dict(), "detail": error.message})
+async def _refuse(send: Any, error: XinfError, headers: dict[str, str] | None = None, anthropic: bool = False) -> None:
+    if anthropic:  # the Messages API's clients read Anthropic's error shape
+        body = encode_json({"type": "error", "error": {"type": error.type, "message": error.message}})
+    else:
+        body = encode_json({"error": error.to_dict(), "detail": error.message})
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": error.status, "headers": raw})

@@ -19,7 +19,7 @@ from xinf.errors import InvalidRequest, NotFound, XinfError
 from xinf.manager import ModelManager
 from xinf.plugins import PluginHost
 from xinf.registry import Registry
-from xinf.server import access, admin, openai, web
+from xinf.server import access, admin, anthropic, openai, web
 from xinf.server.http import error_response, json_response
 from xinf.server.openapi import document
 from xinf.server.state import State
@@ -67,6 +67,8 @@ def routes(settings: Settings) -> list[BaseRoute]:
         Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
         Route("/v1/completions", openai.completions, methods=["POST"]),
         Route("/v1/embeddings", openai.embeddings, methods=["POST"]),
+        Route("/v1/messages", anthropic.messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", anthropic.count_tokens, methods=["POST"]),
         Route("/v1/engines", admin.engines, methods=["GET"]),
         Route("/v1/engines/{model_name}", admin.engines, methods=["GET"]),
         Route("/v1/model_registrations/{model_type}", admin.registrations, methods=["GET"]),
