@@ -2,13 +2,19 @@
 
 SmolLM2's family declares the Hermes format and a template that renders tools;
 forced calls (``required``, a named function) are constrained by llama.cpp's
-JSON-schema grammar, so even this tiny model answers with valid calls.
+JSON-schema grammar, so even this tiny model answers with valid calls.  The
+README's examples (openai with a multi-turn conversation, LangChain's
+``bind_tools`` and ``with_structured_output``, anthropic) run here as written.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -46,7 +52,9 @@ ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with ServerProcess(tmp_path_factory.mktemp("llamacpp-tools")) as server:
-        server.launch(model_name="smollm2-instruct", model_uid="smol", n_ctx=2048, n_parallel=1, n_threads=1)
+        server.launch(
+            model_name="smollm2-instruct", model_uid="smollm2-instruct", n_ctx=2048, n_parallel=1, n_threads=1
+        )
         yield server
 
 
@@ -58,18 +66,8 @@ def client(server: ServerProcess) -> Iterator[openai.OpenAI]:
 
 
 def ask(client: openai.OpenAI, **kwargs: Any) -> Any:
-    kwargs = {"model": "smol", "messages": ASK, "max_tokens": 48, "temperature": 0, **kwargs}
+    kwargs = {"model": "smollm2-instruct", "messages": ASK, "max_tokens": 48, "temperature": 0, **kwargs}
     return client.chat.completions.create(**kwargs)
-
-
-def test_required_gives_a_valid_call(client: openai.OpenAI) -> None:
-    choice = ask(client, tools=[WEATHER, TIME], tool_choice="required").choices[0]
-    assert choice.finish_reason == "tool_calls"
-    (call,) = choice.message.tool_calls
-    assert call.function.name in ("get_weather", "get_time")
-    arguments = json.loads(call.function.arguments)
-    assert set(arguments) == {"city"} if call.function.name == "get_weather" else {"timezone"}
-    assert choice.message.content is None
 
 
 def test_a_named_function_is_the_one_called(client: openai.OpenAI) -> None:
@@ -122,27 +120,29 @@ def test_a_multi_turn_tool_conversation(client: openai.OpenAI) -> None:
     assert long.usage.prompt_tokens > short.usage.prompt_tokens + 10
 
 
-def test_langchain_bind_tools_and_structured_output(server: ServerProcess) -> None:
-    langchain_openai = pytest.importorskip("langchain_openai")
-    from pydantic import BaseModel, Field
+def readme_examples() -> list[str]:
+    """The Python blocks of the README's "Agents and tools" section."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Agents and tools", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
 
-    class Weather(BaseModel):
-        """The weather report for a city."""
 
-        city: str = Field(description="the city", max_length=30)
-        celsius: int = Field(description="temperature in degrees Celsius")
+# What each README example prints first: the forced call (openai: required; LangChain: bind_tools and
+# with_structured_output; anthropic: tool_choice any), valid for the function's parameters.
+README_PRINTS = [
+    r"^get_weather \{'city': '[^']+'\}\n.+",
+    r"^\[\{'name': 'get_weather', 'args': \{'city': '[^']+'\}, 'id': 'call_\w+', 'type': 'tool_call'\}\]\n"
+    r"city='[^']+' celsius=-?\d+\n",
+    r"^tool_use get_weather \{'city': '[^']+'\}\n.+",
+]
 
-    def get_weather(city: str) -> str:
-        """Get the current weather in a city."""
-        return "sunny"
 
-    llm = langchain_openai.ChatOpenAI(
-        base_url=f"{server.url}/v1", api_key="none", model="smol", temperature=0, max_tokens=60, max_retries=0
-    )
-    message = llm.bind_tools([get_weather], tool_choice="get_weather").invoke("What is the weather in Paris?")
-    assert message.tool_calls[0]["name"] == "get_weather"
-    assert isinstance(message.tool_calls[0]["args"]["city"], str)
-
-    report = llm.with_structured_output(Weather, method="function_calling").invoke("Paris is at 21 degrees today.")
-    assert isinstance(report, Weather)
-    assert isinstance(report.celsius, int)
+def test_the_readme_examples_run_as_written(server: ServerProcess) -> None:
+    """The openai (with a multi-turn tool conversation), LangChain and anthropic examples, against SmolLM2."""
+    examples = readme_examples()
+    assert len(examples) == len(README_PRINTS)
+    for code, expected in zip(examples, README_PRINTS):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(code.replace("http://127.0.0.1:9997", server.url), "README.md", "exec"), {})
+        assert re.match(expected, out.getvalue(), flags=re.S), (code, out.getvalue())
