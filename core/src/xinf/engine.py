@@ -177,11 +177,17 @@ class GenerateRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     Sampling fields left as None mean "the engine's default".  ``stop`` holds
     strings that end the output (not included in it).  ``logprobs`` is the
     number of top alternatives wanted per token (0 = only the chosen token's),
-    None when the client did not ask.
+    None when the client did not ask.  ``prompt_ids`` is a completion prompt
+    given as token ids (then ``prompt`` is None).  ``prompt_logprobs`` (echo):
+    the engine's first chunk carries the prompt's tokens in
+    ``Chunk.prompt_logprobs`` with that many alternatives each; an engine that
+    cannot raises ``InvalidRequest``.
     """
 
     messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
+    prompt_ids: list[int] | None = None
+    prompt_logprobs: int | None = None
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -204,6 +210,19 @@ class GenerateRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     def is_chat(self) -> bool:
         return self.messages is not None
 
+    def check_text_prompt(self, engine: str) -> None:
+        """For engines that take only text: 400 for what they cannot do."""
+        from xinf.errors import InvalidRequest
+
+        if self.prompt_ids is not None:
+            raise InvalidRequest(f"the {engine} engine takes prompts as text, not token ids", param="prompt")
+        if self.prompt_logprobs is not None:
+            raise InvalidRequest(
+                f"the {engine} engine cannot return the prompt's logprobs (echo with logprobs, or echo of "
+                "a token-id prompt)",
+                param="echo",
+            )
+
     @property
     def enable_thinking(self) -> bool | None:
         value = self.chat_template_kwargs.get("enable_thinking")
@@ -211,8 +230,11 @@ class GenerateRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class Usage(msgspec.Struct, kw_only=True):
+    """Tokens of one choice; ``cached_tokens``: prompt tokens the engine took from its prefix cache, if it says."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -220,8 +242,10 @@ class Usage(msgspec.Struct, kw_only=True):
 
 
 class TokenLogprob(msgspec.Struct, kw_only=True):
+    """One token's log probability (None for a prompt's first token: nothing precedes it)."""
+
     token: str
-    logprob: float
+    logprob: float | None
     top_logprobs: list[tuple[str, float]] = msgspec.field(default_factory=list)
 
 
@@ -245,6 +269,7 @@ class Chunk(msgspec.Struct, kw_only=True, omit_defaults=True):
     usage: Usage | None = None
     logprobs: list[TokenLogprob] | None = None
     tool_calls: list[dict[str, Any]] | None = None
+    prompt_logprobs: list[TokenLogprob] | None = None
     index: int = 0
 
 

@@ -175,6 +175,12 @@ class RunningModel:
                 stats.prompt_tokens += result.prompt_tokens
                 return result
 
+    @property
+    def context_length(self) -> int | None:
+        """Tokens one request may use: what the replicas' engines report (llama.cpp: n_ctx / n_parallel), else the spec's."""
+        reported = [r.info["context_length"] for r in self.replicas if isinstance(r.info.get("context_length"), int)]
+        return min(reported) if reported else self.spec.context_length
+
     def describe(self) -> dict[str, Any]:
         spec = self.spec
         return {
@@ -192,7 +198,7 @@ class RunningModel:
             "quantization": spec.quantization,
             "model_engine": self.engine,
             "model_path": spec.source.path,
-            "context_length": spec.context_length,
+            "context_length": self.context_length,
             "replica": len(self.replicas),
             "status": self.status,
             "error": self.error,

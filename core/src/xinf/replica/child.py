@@ -94,6 +94,11 @@ class Replica:
         if host.has_hook(launch.engine, "unload"):
             self.unload_fn = host.hook(launch.engine, "unload")
 
+    def info(self) -> dict[str, Any]:
+        """What the server learns from the loaded model: the context one request may use."""
+        context = getattr(self.model, "context_length", None)
+        return {"context_length": context} if isinstance(context, int) and context > 0 else {}
+
     # ------------------------------------------------------------ requests
 
     def start(self, frame: p.Generate | p.Embed) -> None:
@@ -215,7 +220,7 @@ async def serve_stream(reader: asyncio.StreamReader, outlet: Outlet) -> int:
         replica.send(p.Fail(id=0, status=getattr(exc, "status", 400), error=error))
         await outlet.drain()
         return 1
-    replica.send(p.Hello(pid=os.getpid(), info={}))
+    replica.send(p.Hello(pid=os.getpid(), info=replica.info()))
     print(f"replica ready: {launch.spec.name} on engine {launch.engine} (pid {os.getpid()})", flush=True)
     while True:
         try:

@@ -19,9 +19,10 @@ from xinf.errors import InvalidRequest, NotFound, XinfError
 from xinf.manager import ModelManager
 from xinf.plugins import PluginHost
 from xinf.registry import Registry
-from xinf.server import access, admin, anthropic, openai, web
+from xinf.server import access, admin, anthropic, completions, openai, web
 from xinf.server.http import error_response, json_response
 from xinf.server.openapi import document
+from xinf.server.request_id import RequestId
 from xinf.server.state import State
 from xinf.settings import Settings
 
@@ -65,7 +66,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
         Route("/v1/models/{uid}/replicas", admin.add_replicas, methods=["POST"]),
         Route("/v1/models/{uid}/replicas/{replica_id}", admin.remove_replica, methods=["DELETE"]),
         Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
-        Route("/v1/completions", openai.completions, methods=["POST"]),
+        Route("/v1/completions", completions.completions, methods=["POST"]),
         Route("/v1/embeddings", openai.embeddings, methods=["POST"]),
         Route("/v1/messages", anthropic.messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", anthropic.count_tokens, methods=["POST"]),
@@ -129,7 +130,7 @@ def create_app(
                 task.cancel()
             await manager.shutdown()
 
-    middleware = []
+    middleware = [Middleware(RequestId)]
     if settings.allowed_ips or settings.api_key:
         allowed = access.IPAllowlist(access.parse_networks(settings.allowed_ips)) if settings.allowed_ips else None
         keys = [settings.api_key] if settings.api_key else []

@@ -18,7 +18,7 @@ from xinf.engine import Chunk, EmbedRequest, GenerateRequest, TokenLogprob
 from xinf.errors import InvalidRequest, XinfError
 from xinf.model import RunningModel
 from xinf.replica.handle import KEEPALIVE
-from xinf.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling
+from xinf.schemas import ChatRequest, EmbeddingRequest, Sampling
 from xinf.server.http import decode, encode_json, json_response, read_body
 from xinf.server.state import State
 from xinf.toolcalls.choice import check_tools
@@ -41,7 +41,21 @@ def keepalive(st: State, stream: bool) -> float | None:
 # ---------------------------------------------------------------- requests
 
 
+def fingerprint(st: State, model: RunningModel) -> str:
+    """OpenAI's ``system_fingerprint``: changes when xinf, the engine plugin or the model's build changes."""
+    import hashlib
+
+    from xinf import __version__
+
+    info = st.plugins.engines.get(model.engine)
+    build = f"{__version__}|{model.engine}|{info.version if info else ''}|{model.spec.name}|{model.spec.format}|"
+    build += f"{model.spec.size_in_billions}|{model.spec.quantization}"
+    return "fp_" + hashlib.sha256(build.encode()).hexdigest()[:10]
+
+
 def sampling_fields(req: Sampling, st: State, max_tokens: int | None) -> dict[str, Any]:
+    if req.stream_options is not None and not req.stream:
+        raise InvalidRequest("stream_options is only allowed when stream is true", param="stream_options")
     cap = st.settings.max_tokens
     if max_tokens is None:
         max_tokens = cap
@@ -106,14 +120,6 @@ def _message(message: Any) -> dict[str, Any]:
     if "content" not in out and message.role != "assistant":
         raise InvalidRequest(f"a {message.role} message needs content", param="messages")
     return out
-
-
-def completion_request(req: CompletionRequest, prompt: str, model: RunningModel, st: State) -> GenerateRequest:
-    if "generate" not in model.spec.abilities:
-        raise InvalidRequest(f"model {model.uid!r} cannot complete text", param="model")
-    if req.suffix:
-        raise InvalidRequest("suffix is not supported", param="suffix", code="unsupported_parameter")
-    return GenerateRequest(prompt=prompt, logprobs=req.logprobs, **sampling_fields(req, st, req.max_tokens or 16))
 
 
 # ---------------------------------------------------------------- streams
@@ -213,24 +219,33 @@ def sse(data: Any) -> bytes:
 class Usage:
     def __init__(self) -> None:
         self.prompt_tokens: dict[int, int] = {}
+        self.cached_tokens: dict[int, int] = {}
         self.completion_tokens = 0
 
     def add(self, chunk: Chunk) -> None:
         if chunk.usage is not None:
             self.prompt_tokens[chunk.index] = chunk.usage.prompt_tokens
             self.completion_tokens += chunk.usage.completion_tokens
+            if chunk.usage.cached_tokens is not None:
+                self.cached_tokens[chunk.index] = chunk.usage.cached_tokens
 
-    def as_dict(self, n: int) -> dict[str, int]:
+    def as_dict(self, n: int) -> dict[str, Any]:
         # n choices of one prompt share its prompt tokens: count each prompt once.
         by_prompt: dict[int, int] = {}
         for index, tokens in self.prompt_tokens.items():
             by_prompt[index // n] = tokens
         prompt = sum(by_prompt.values())
-        return {
+        out: dict[str, Any] = {
             "prompt_tokens": prompt,
             "completion_tokens": self.completion_tokens,
             "total_tokens": prompt + self.completion_tokens,
         }
+        if self.cached_tokens:  # only where the engine reports its prefix-cache hits
+            cached: dict[int, int] = {}
+            for index, tokens in self.cached_tokens.items():
+                cached[index // n] = tokens
+            out["prompt_tokens_details"] = {"cached_tokens": sum(cached.values())}
+        return out
 
 
 def chat_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
@@ -247,19 +262,6 @@ def chat_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
     }
 
 
-def completion_logprobs(items: list[TokenLogprob], offset: int) -> dict[str, Any]:
-    offsets = []
-    for t in items:
-        offsets.append(offset)
-        offset += len(t.token)
-    return {
-        "tokens": [t.token for t in items],
-        "token_logprobs": [t.logprob for t in items],
-        "top_logprobs": [dict(t.top_logprobs) for t in items],
-        "text_offset": offsets,
-    }
-
-
 # ---------------------------------------------------------------- chat
 
 
@@ -271,11 +273,13 @@ async def chat_completions(request: Request) -> Response:
     first, rest = await first_and_rest(model.generate(gen, req.n, keepalive(st, req.stream)))
     cid = f"chatcmpl-{secrets.token_hex(12)}"
     created = int(time.time())
+    fp = fingerprint(st, model)
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        events = chat_events(chain(first, rest), cid, created, req.model, req.n, include_usage)
+        events = chat_events(chain(first, rest), cid, created, req.model, req.n, include_usage, fp)
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
-    return json_response(await until_disconnect(request, chat_body(chain(first, rest), cid, created, req, model)))
+    body = await until_disconnect(request, chat_body(chain(first, rest), cid, created, req, model))
+    return json_response({**body, "system_fingerprint": fp})
 
 
 async def chat_body(stream: AsyncIterator[Chunk], cid: str, created: int, req: ChatRequest, model: RunningModel) -> Any:
@@ -324,9 +328,10 @@ async def chat_body(stream: AsyncIterator[Chunk], cid: str, created: int, req: C
 
 
 async def chat_events(
-    stream: AsyncIterator[Chunk], cid: str, created: int, model: str, n: int, include_usage: bool
+    stream: AsyncIterator[Chunk], cid: str, created: int, model: str, n: int, include_usage: bool, fp: str
 ) -> AsyncIterator[bytes]:
     base: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
+    base["system_fingerprint"] = fp
     if include_usage:
         base["usage"] = None
     finish: list[str | None] = [None] * n
@@ -378,106 +383,6 @@ def merge_tool_calls(calls: dict[int, dict[str, Any]], deltas: list[dict[str, An
 
 def _choice(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
     return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-
-
-# ---------------------------------------------------------------- completions
-
-
-async def completions(request: Request) -> Response:
-    st = state(request)
-    req = decode(await read_body(request, st.max_body), CompletionRequest)
-    model = st.manager.get(req.model)
-    prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
-    gens = [completion_request(req, prompt, model, st) for prompt in prompts]
-    pings = keepalive(st, req.stream)
-    first, rest = await first_and_rest(merged([model.generate(g, req.n, pings) for g in gens], req.n))
-    cid = f"cmpl-{secrets.token_hex(12)}"
-    created = int(time.time())
-    total = len(prompts) * req.n
-    echoes = [prompts[i // req.n] if req.echo else "" for i in range(total)]
-    if req.stream:
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        events = completion_events(chain(first, rest), cid, created, req.model, total, req.n, echoes, include_usage)
-        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
-    body = completion_body(chain(first, rest), cid, created, req, total, echoes)
-    return json_response(await until_disconnect(request, body))
-
-
-async def completion_body(
-    stream: AsyncIterator[Chunk], cid: str, created: int, req: CompletionRequest, total: int, echoes: list[str]
-) -> Any:
-    texts: list[list[str]] = [[e] for e in echoes]
-    logprobs: list[list[TokenLogprob]] = [[] for _ in range(total)]
-    finish: list[str | None] = [None] * total
-    usage = Usage()
-    async for chunk in stream:
-        texts[chunk.index].append(chunk.text)
-        if chunk.logprobs:
-            logprobs[chunk.index].extend(chunk.logprobs)
-        if chunk.finish_reason:
-            finish[chunk.index] = chunk.finish_reason
-        usage.add(chunk)
-    choices = [
-        {
-            "index": i,
-            "text": "".join(texts[i]),
-            "logprobs": completion_logprobs(logprobs[i], len(echoes[i])) if req.logprobs is not None else None,
-            "finish_reason": finish[i] or "stop",
-        }
-        for i in range(total)
-    ]
-    return {
-        "id": cid,
-        "object": "text_completion",
-        "created": created,
-        "model": req.model,
-        "choices": choices,
-        "usage": usage.as_dict(req.n),
-    }
-
-
-async def completion_events(
-    stream: AsyncIterator[Chunk],
-    cid: str,
-    created: int,
-    model: str,
-    total: int,
-    n: int,
-    echoes: list[str],
-    include_usage: bool,
-) -> AsyncIterator[bytes]:
-    base: dict[str, Any] = {"id": cid, "object": "text_completion", "created": created, "model": model}
-    if include_usage:
-        base["usage"] = None
-    finish: list[str | None] = [None] * total
-    usage = Usage()
-    try:
-        for i, echo in enumerate(echoes):
-            if echo:
-                yield sse({**base, "choices": [_text(i, echo)]})
-        async for chunk in stream:
-            if chunk is KEEPALIVE:
-                yield PING
-                continue
-            if chunk.text or chunk.logprobs:
-                choice = _text(chunk.index, chunk.text)
-                if chunk.logprobs:
-                    choice["logprobs"] = completion_logprobs(chunk.logprobs, 0)
-                yield sse({**base, "choices": [choice]})
-            if chunk.finish_reason:
-                finish[chunk.index] = chunk.finish_reason
-            usage.add(chunk)
-        for i in range(total):
-            yield sse({**base, "choices": [_text(i, "", finish[i] or "stop")]})
-        if include_usage:
-            yield sse({**base, "choices": [], "usage": usage.as_dict(n)})
-    except Exception as exc:
-        yield stream_error(cid, exc)
-    yield DONE
-
-
-def _text(index: int, text: str, finish: str | None = None) -> dict[str, Any]:
-    return {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
 
 
 # ---------------------------------------------------------------- embeddings

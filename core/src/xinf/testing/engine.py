@@ -182,6 +182,16 @@ async def _generate(model: TestModel, request: GenerateRequest) -> AsyncIterator
         )
     if request.response_format and request.response_format.get("type") not in (None, "text"):
         raise InvalidRequest("the test engine supports only text responses", param="response_format")
+    if request.prompt_logprobs is not None:
+        # Each prompt word is a token of logprob -1 (the first has none), alternatives the same word.
+        words = [(" " if i else "") + w for i, w in enumerate(prompt.split())]
+        top = request.prompt_logprobs
+        yield Chunk(
+            prompt_logprobs=[
+                TokenLogprob(token=w, logprob=None if i == 0 else -1.0, top_logprobs=[] if i == 0 else [(w, -1.0)] * top)
+                for i, w in enumerate(words)
+            ]
+        )
     max_tokens = request.max_tokens or opts.max_tokens_default
     stops = StopMatcher(request.stop)
     pieces = _pieces(opts, prompt, request.seed)
@@ -236,6 +246,8 @@ def embed(model: TestModel, request: EmbedRequest) -> EmbedResult:
 
 def _prompt_text(request: GenerateRequest) -> str:
     if request.messages is None:
+        if request.prompt_ids is not None:
+            return " ".join(f"t{i}" for i in request.prompt_ids)  # one word per token id
         return request.prompt or ""
     parts = []
     for message in request.messages:

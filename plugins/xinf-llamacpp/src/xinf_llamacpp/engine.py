@@ -69,6 +69,7 @@ class LlamaCppModel:
         self.n_ctx = n_ctx
         self.n_parallel = n_parallel
         self.per_slot = per_slot
+        self.context_length = per_slot  # one request gets one slot's share of n_ctx (reported to the server)
         self.gpu_layers = gpu_layers
         # Requests beyond the slots wait inside llama.cpp, each in its thread.
         self.executor = ThreadPoolExecutor(max_workers=max(32, 8 * n_parallel), thread_name_prefix="llama.cpp")
@@ -93,7 +94,7 @@ class LlamaCppModel:
             if request.tools:
                 self.tools_body(request, body)
         else:
-            body["prompt"] = request.prompt or ""
+            body["prompt"] = request.prompt_ids if request.prompt_ids is not None else (request.prompt or "")
         sampling = {
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
@@ -149,6 +150,11 @@ class LlamaCppModel:
     async def stream(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
         if self.server is None:
             raise EngineError("the model is unloaded")
+        if request.prompt_logprobs is not None:
+            raise InvalidRequest(
+                "llama.cpp cannot return the prompt's logprobs (echo with logprobs, or echo of a token-id prompt)",
+                param="echo",
+            )
         body = self.body(request)
         handler = self.server.handle_chat_completions if request.is_chat else self.server.handle_completions
         loop = asyncio.get_running_loop()
@@ -234,9 +240,11 @@ class _Reader:
                 raise self.model_error(item["error"])
             usage = item.get("usage")
             if usage:
+                cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
                 self.usage = Usage(
                     prompt_tokens=int(usage.get("prompt_tokens", 0)),
                     completion_tokens=int(usage.get("completion_tokens", 0)),
+                    cached_tokens=int(cached) if isinstance(cached, int) else None,
                 )
             for choice in item.get("choices") or []:
                 chunk = self.choice(choice)

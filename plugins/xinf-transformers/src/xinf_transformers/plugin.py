@@ -8,6 +8,7 @@ one at a time through ``generate()`` (``serial.py``); embedding models through
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
 from collections.abc import AsyncIterator
@@ -201,6 +202,10 @@ async def generate(model: Any, request: GenerateRequest) -> AsyncIterator[Chunk]
         prompt_ids, request, context_length=model.context_length, eos_ids=model.eos_ids, defaults=model.defaults
     )
     model.runner.check(job)  # refusals become 400s before the stream starts
+    if request.prompt_logprobs is not None:  # echo: the prompt's tokens with their log probabilities
+        from xinf_transformers.text import prompt_logprobs
+
+        yield Chunk(prompt_logprobs=await asyncio.to_thread(prompt_logprobs, model, prompt_ids, request.prompt_logprobs))
     stops = StopMatcher([*request.stop, *model.stop_strings])
     eos = set(job.eos_ids)
     parsing_tools = bool(request.tools and model.spec.tool_call_format and request.tool_choice != "none")

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from xinf.engine import GenerateRequest
+from xinf.engine import GenerateRequest, TokenLogprob
 from xinf.errors import InvalidRequest
 from xinf.prompts import output_room
 
@@ -100,3 +100,27 @@ class Detokenizer:
             return ""
         self.prefix, self.read = self.read, len(self.ids)
         return after[len(before) :]
+
+
+def prompt_logprobs(chat: Any, ids: list[int], top: int) -> list[TokenLogprob]:
+    """Each prompt token's log probability given the ones before it (one forward pass; the first has none)."""
+    import torch
+
+    model, tokenizer = chat.model, chat.tokenizer
+    with torch.inference_mode():
+        logits = model(torch.tensor([ids], device=model.device)).logits[0, :-1].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        chosen = logp.gather(1, torch.tensor(ids[1:], device=logp.device).unsqueeze(1)).squeeze(1).tolist()
+        best = logp.topk(top, dim=-1) if top else None
+
+    def text(token: int) -> str:
+        return str(tokenizer.decode([token]))
+
+    items = [TokenLogprob(token=text(ids[0]), logprob=None)]
+    for pos in range(1, len(ids)):
+        alternatives = []
+        if best is not None:
+            values, indexes = best.values[pos - 1].tolist(), best.indices[pos - 1].tolist()
+            alternatives = [(text(i), float(v)) for i, v in zip(indexes, values)]
+        items.append(TokenLogprob(token=text(ids[pos]), logprob=float(chosen[pos - 1]), top_logprobs=alternatives))
+    return items

@@ -51,6 +51,7 @@ class VllmModel:
         self.engine = engine
         self.spec = spec
         self.max_model_len = int(engine.model_config.max_model_len)
+        self.context_length = self.max_model_len  # what one request may use (reported to the server)
         self.rpc_dir = rpc_dir
         # The model's generation_config.json defaults, as vLLM's own server applies them.
         self.defaults: dict[str, Any] = engine.model_config.get_diff_sampling_param()
@@ -254,6 +255,7 @@ async def generate(model: VllmModel, request: GenerateRequest) -> AsyncIterator[
 
     if model.engine is None:
         raise EngineError("the vLLM engine has been shut down")
+    request.check_text_prompt("vllm")
     try:
         prompt = await render(model, request)
     except VLLMClientError as exc:
