@@ -16,6 +16,7 @@ HELLO = [{"role": "user", "content": "hello there"}]
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with ServerProcess(tmp_path_factory.mktemp("parity")) as server:
         server.launch(model_name="xinf-test-chat", model_uid="chat")
+        server.launch(model_name="xinf-test-embed", model_uid="embed")
         yield server
 
 
@@ -105,3 +106,31 @@ def test_max_tokens_0_with_echo_scores_the_prompt(client: openai.OpenAI) -> None
     with pytest.raises(openai.BadRequestError) as info:
         client.completions.create(model="chat", prompt="no echo", max_tokens=0)
     assert info.value.body["param"] == "max_tokens"
+
+
+def test_embeddings_take_token_ids_and_dimensions_where_the_model_has_them(client: openai.OpenAI) -> None:
+    ids = client.embeddings.create(model="embed", input=[[1, 2, 3], [4]])
+    assert len(ids.data) == 2 and ids.usage.prompt_tokens == 4
+    assert client.embeddings.create(model="embed", input=[1, 2, 3]).data[0].embedding == ids.data[0].embedding
+    short = client.embeddings.create(model="embed", input="hello", dimensions=4)  # the test model is matryoshka
+    assert len(short.data[0].embedding) == 4
+    with pytest.raises(openai.BadRequestError) as info:
+        client.embeddings.create(model="embed", input=[["mixed", 1]])  # type: ignore[list-item]
+    assert info.value.body["param"] == "input"
+
+
+def test_an_image_to_a_text_model_is_a_400_naming_it(client: openai.OpenAI) -> None:
+    pixel = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAHggJ/PchI7wAAAABJRU5ErkJggg=="
+    image = [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": pixel}}]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="chat", messages=[{"role": "user", "content": image}], max_tokens=2)
+    assert info.value.body["message"] == "model 'chat' has no vision ability: it cannot take images"
+    odd = [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="chat", messages=[{"role": "user", "content": odd}], max_tokens=2)
+    assert "'input_audio' are not supported" in info.value.body["message"]
+    text_parts = [{"type": "text", "text": "hello "}, {"type": "text", "text": "there"}]
+    reply = client.chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": text_parts}], max_tokens=2
+    )
+    assert reply.usage.prompt_tokens == 2

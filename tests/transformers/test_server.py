@@ -172,3 +172,19 @@ def test_batching_off_by_env_reproduces_seeds(start_server: Any, qwen3_path: Pat
 
     assert sample(5) == sample(5)
     assert len({sample(s) for s in (1, 2, 3)}) > 1
+
+
+def test_echo_scores_the_prompt_with_logprobs(chat_server: ServerProcess) -> None:
+    """max_tokens 0 with echo and logprobs: the prompt's tokens, the first with a null logprob (evaluation tools)."""
+    client = chat_server.openai()
+    reply = client.completions.create(model="tiny", prompt="the sea is deep", max_tokens=0, echo=True, logprobs=2)
+    choice = reply.choices[0]
+    assert choice.text == "the sea is deep" and choice.finish_reason == "length"
+    lp = choice.logprobs
+    assert len(lp.tokens) == reply.usage.prompt_tokens and "".join(lp.tokens) == "the sea is deep"
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert all(v <= 0 for v in lp.token_logprobs[1:])
+    assert all(len(top) in (1, 2) for top in lp.top_logprobs[1:])  # two alternatives (one when the chosen is best)
+    assert reply.usage.completion_tokens == 0
+    ids = client.completions.create(model="tiny", prompt=[1, 2, 3], max_tokens=2, extra_body={"ignore_eos": True})
+    assert ids.usage.prompt_tokens == 3 and ids.usage.completion_tokens == 2

@@ -51,6 +51,8 @@ class ModelSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     # How the model writes tool calls (a name in ``xinf.toolcalls.PARSERS``);
     # None: engines with a parser of their own decide (llama.cpp's, for one).
     tool_call_format: str | None = None
+    # An embedding model trained so that a prefix of its vector is an embedding too: ``dimensions`` applies.
+    matryoshka: bool = False
     source: ModelSource = msgspec.field(default_factory=ModelSource)
     description: str = ""
     builtin: bool = False
@@ -199,6 +201,8 @@ class GenerateRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     stop: list[str] = msgspec.field(default_factory=list)
     seed: int | None = None
     logprobs: int | None = None
+    # token id -> bias added to its logit (-100 bans it, 100 forces it); engines without it answer 400
+    logit_bias: dict[int, float] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
@@ -210,12 +214,22 @@ class GenerateRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     def is_chat(self) -> bool:
         return self.messages is not None
 
+    def check_no_logit_bias(self, engine: str) -> None:
+        """For engines without logit biases: a 400 rather than silence."""
+        if self.logit_bias:
+            from xinf.errors import InvalidRequest
+
+            raise InvalidRequest(
+                f"logit_bias is not supported by the {engine} engine", param="logit_bias", code="unsupported_parameter"
+            )
+
     def check_text_prompt(self, engine: str) -> None:
         """For engines that take only text: 400 for what they cannot do."""
         from xinf.errors import InvalidRequest
 
         if self.prompt_ids is not None:
             raise InvalidRequest(f"the {engine} engine takes prompts as text, not token ids", param="prompt")
+        self.check_no_logit_bias(engine)
         if self.prompt_logprobs is not None:
             raise InvalidRequest(
                 f"the {engine} engine cannot return the prompt's logprobs (echo with logprobs, or echo of "
@@ -274,7 +288,10 @@ class Chunk(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class EmbedRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Texts to embed, or (``input_ids``, then ``input`` is empty) token-id lists."""
+
     input: list[str]
+    input_ids: list[list[int]] | None = None
     dimensions: int | None = None
 
 

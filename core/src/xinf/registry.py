@@ -52,6 +52,7 @@ class Family(msgspec.Struct, kw_only=True, omit_defaults=True):
     reasoning_start_tag: str | None = None
     reasoning_end_tag: str | None = None
     tool_call_format: str | None = None
+    matryoshka: bool = False
     description: str = ""
     builtin: bool = False
 
@@ -73,6 +74,7 @@ class Family(msgspec.Struct, kw_only=True, omit_defaults=True):
             reasoning_start_tag=self.reasoning_start_tag,
             reasoning_end_tag=self.reasoning_end_tag,
             tool_call_format=self.tool_call_format,
+            matryoshka=self.matryoshka,
             source=ModelSource(
                 huggingface=fill(spec.huggingface),
                 modelscope=fill(spec.modelscope),

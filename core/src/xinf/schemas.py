@@ -95,7 +95,7 @@ class CompletionRequest(Sampling, kw_only=True, forbid_unknown_fields=True):
 
 class EmbeddingRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     model: str
-    input: str | Annotated[list[str], Meta(min_length=1, max_length=2048)]
+    input: str | Annotated[list[Any], Meta(min_length=1)]  # texts or token ids: see xinf.server.embeddings
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Annotated[int, Meta(ge=1, le=65536)] | None = None
     user: str | None = None

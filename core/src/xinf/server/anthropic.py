@@ -25,6 +25,7 @@ from xinf.replica.handle import KEEPALIVE
 from xinf.server.anthropic_schema import CountTokensRequest, MessagesRequest, generate_request
 from xinf.server.http import decode, encode_json, json_response, read_body
 from xinf.server.openai import SSE_HEADERS, chain, first_and_rest, keepalive, state, until_disconnect
+from xinf.server.parts import check_parts
 from xinf.server.state import State
 from xinf.toolcalls.choice import check_tools
 
@@ -71,6 +72,7 @@ def chat_model(st: State, name: str) -> RunningModel:
 
 def _check(req: MessagesRequest | CountTokensRequest, model: RunningModel) -> Any:
     gen = generate_request(req, getattr(req, "max_tokens", 1))
+    check_parts(gen.messages or [], model)
     check_tools(gen.tools, gen.tool_choice, model.uid, model.spec.abilities)
     if "enable_thinking" in gen.chat_template_kwargs and not model.spec.is_reasoning:
         gen.chat_template_kwargs.pop("enable_thinking")  # thinking only changes reasoning models

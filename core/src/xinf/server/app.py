@@ -19,7 +19,7 @@ from xinf.errors import InvalidRequest, NotFound, XinfError
 from xinf.manager import ModelManager
 from xinf.plugins import PluginHost
 from xinf.registry import Registry
-from xinf.server import access, admin, anthropic, completions, openai, web
+from xinf.server import access, admin, anthropic, completions, embeddings, openai, web
 from xinf.server.http import error_response, json_response
 from xinf.server.openapi import document
 from xinf.server.request_id import RequestId
@@ -67,7 +67,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
         Route("/v1/models/{uid}/replicas/{replica_id}", admin.remove_replica, methods=["DELETE"]),
         Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
         Route("/v1/completions", completions.completions, methods=["POST"]),
-        Route("/v1/embeddings", openai.embeddings, methods=["POST"]),
+        Route("/v1/embeddings", embeddings.embeddings, methods=["POST"]),
         Route("/v1/messages", anthropic.messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", anthropic.count_tokens, methods=["POST"]),
         Route("/v1/engines", admin.engines, methods=["GET"]),

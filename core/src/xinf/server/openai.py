@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import secrets
-import struct
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,12 +12,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from xinf.engine import Chunk, EmbedRequest, GenerateRequest, TokenLogprob
+from xinf.engine import Chunk, GenerateRequest, TokenLogprob
 from xinf.errors import InvalidRequest, XinfError
 from xinf.model import RunningModel
 from xinf.replica.handle import KEEPALIVE
-from xinf.schemas import ChatRequest, EmbeddingRequest, Sampling
+from xinf.schemas import ChatRequest, Sampling
 from xinf.server.http import decode, encode_json, json_response, read_body
+from xinf.server.parts import check_parts
 from xinf.server.state import State
 from xinf.toolcalls.choice import check_tools
 
@@ -53,6 +52,20 @@ def fingerprint(st: State, model: RunningModel) -> str:
     return "fp_" + hashlib.sha256(build.encode()).hexdigest()[:10]
 
 
+def logit_bias(bias: dict[str, float] | None) -> dict[int, float] | None:
+    """OpenAI's ``{"token id": bias}``, checked: ids are integers, biases -100 to 100."""
+    if not bias:
+        return None
+    bad = [k for k in bias if not k.strip().isdigit()]
+    if bad:
+        raise InvalidRequest(f"logit_bias keys must be token ids (integers); not {bad[:5]}", param="logit_bias")
+    out = {int(k): float(v) for k, v in bias.items()}
+    wild = [k for k, v in out.items() if not -100 <= v <= 100]
+    if wild:
+        raise InvalidRequest(f"logit_bias values must be -100 to 100; token ids {wild[:5]} are not", param="logit_bias")
+    return out
+
+
 def sampling_fields(req: Sampling, st: State, max_tokens: int | None) -> dict[str, Any]:
     if req.stream_options is not None and not req.stream:
         raise InvalidRequest("stream_options is only allowed when stream is true", param="stream_options")
@@ -64,9 +77,8 @@ def sampling_fields(req: Sampling, st: State, max_tokens: int | None) -> dict[st
             f"max_tokens={max_tokens} is over this server's limit of {cap} (XINFERENCE_MAX_TOKENS)",
             param="max_tokens",
         )
-    if req.logit_bias:
-        raise InvalidRequest("logit_bias is not supported", param="logit_bias", code="unsupported_parameter")
     return {
+        "logit_bias": logit_bias(req.logit_bias),
         "max_tokens": max_tokens,
         "temperature": req.temperature,
         "top_p": req.top_p,
@@ -96,6 +108,7 @@ def chat_request(req: ChatRequest, model: RunningModel, st: State) -> GenerateRe
     elif "enable_thinking" not in kwargs and model.request.enable_thinking is not None:
         kwargs["enable_thinking"] = model.request.enable_thinking
     messages = [_message(m) for m in req.messages]
+    check_parts(messages, model)
     check_tools(req.tools, req.tool_choice, model.uid, model.spec.abilities)
     # "none": the model may not call a tool, so it is not shown any (vLLM does the same).
     calls_allowed = bool(req.tools) and req.tool_choice != "none"
@@ -383,35 +396,6 @@ def merge_tool_calls(calls: dict[int, dict[str, Any]], deltas: list[dict[str, An
 
 def _choice(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
     return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-
-
-# ---------------------------------------------------------------- embeddings
-
-
-async def embeddings(request: Request) -> Response:
-    st = state(request)
-    req = decode(await read_body(request, st.max_body), EmbeddingRequest)
-    model = st.manager.get(req.model)
-    if "embed" not in model.spec.abilities:
-        raise InvalidRequest(f"model {model.uid!r} is not an embedding model", param="model")
-    inputs = [req.input] if isinstance(req.input, str) else list(req.input)
-    if any(not text for text in inputs):
-        raise InvalidRequest("input must not contain empty strings", param="input")
-    result = await until_disconnect(request, model.embed(EmbedRequest(input=inputs, dimensions=req.dimensions)))
-    data = []
-    for i, vector in enumerate(result.embeddings):
-        value: Any = vector
-        if req.encoding_format == "base64":
-            value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-        data.append({"object": "embedding", "index": i, "embedding": value})
-    return json_response(
-        {
-            "object": "list",
-            "data": data,
-            "model": req.model,
-            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
-        }
-    )
 
 
 # ---------------------------------------------------------------- models

@@ -60,6 +60,7 @@ class LlamaCppModel:
         n_parallel: int,
         per_slot: int,
         gpu_layers: int,
+        n_vocab: int = 0,
         http_key: str | None = None,
     ):
         self.server = server
@@ -71,6 +72,7 @@ class LlamaCppModel:
         self.per_slot = per_slot
         self.context_length = per_slot  # one request gets one slot's share of n_ctx (reported to the server)
         self.gpu_layers = gpu_layers
+        self.n_vocab = n_vocab
         # Requests beyond the slots wait inside llama.cpp, each in its thread.
         self.executor = ThreadPoolExecutor(max_workers=max(32, 8 * n_parallel), thread_name_prefix="llama.cpp")
         self.running: set[threading.Event] = set()
@@ -116,6 +118,15 @@ class LlamaCppModel:
             body["stop"] = stops
         if request.ignore_eos:
             body["ignore_eos"] = True
+        if request.logit_bias:
+            # llama.cpp ignores ids it does not know: name them instead.
+            bad = [i for i in request.logit_bias if self.n_vocab and not 0 <= i < self.n_vocab]
+            if bad:
+                raise InvalidRequest(
+                    f"logit_bias token ids {bad[:5]} are not in the vocabulary (0 to {self.n_vocab - 1})",
+                    param="logit_bias",
+                )
+            body["logit_bias"] = {str(i): v for i, v in request.logit_bias.items()}
         if request.response_format:
             if "response_format" in body:
                 raise InvalidRequest(

@@ -371,6 +371,7 @@ class MLXModel:
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
         if request.prompt_logprobs is not None:
             raise InvalidRequest("the mlx engine cannot return the prompt's logprobs (echo)", param="echo")
+        request.check_no_logit_bias("mlx")
         prompt = await asyncio.to_thread(self.encode, request)
         job = self.job(request, prompt)
         stops = StopMatcher(request.stop)

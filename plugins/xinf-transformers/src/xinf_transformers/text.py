@@ -47,6 +47,7 @@ def make_job(
     )
     if request.logprobs is not None:
         raise InvalidRequest("the transformers engine does not return logprobs", param="logprobs")
+    request.check_no_logit_bias("transformers")
     fmt = (request.response_format or {}).get("type")
     if fmt not in (None, "text"):
         raise InvalidRequest("the transformers engine supports only text responses", param="response_format")
