@@ -139,8 +139,11 @@ class Replica:
 
     async def stream(self, rid: int, request: GenerateRequest, index: int) -> None:
         assert self.generate_fn is not None
-        splitter = self.splitter(request)
         tools = ToolCallStream.for_request(self.spec, request, getattr(self.model, "constrains_tool_calls", False))
+        if tools is not None and tools.forced and self.spec is not None and self.spec.is_reasoning:
+            # The grammar allows only the call: a reasoning model is asked not to think first.
+            request = _replace(request, chat_template_kwargs={**request.chat_template_kwargs, "enable_thinking": False})
+        splitter = self.splitter(request)
         chunks: AsyncIterator[Chunk] = self.generate_fn(model=self.model, request=request)
         try:
             async for chunk in chunks:

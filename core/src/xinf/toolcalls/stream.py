@@ -16,9 +16,11 @@ class ToolCallStream:
     With ``parallel_tool_calls`` false only the first call is kept.
     """
 
-    def __init__(self, parser: ToolCallParser, *, parallel: bool = True):
+    def __init__(self, parser: ToolCallParser, *, parallel: bool = True, forced: bool = False):
         self.parser = parser
         self.parallel = parallel
+        #: the engine constrains the output to one JSON call: no thoughts, no text
+        self.forced = forced
 
     @classmethod
     def for_request(cls, spec: ModelSpec | None, request: GenerateRequest, constrained: Any) -> ToolCallStream | None:
@@ -27,8 +29,9 @@ class ToolCallStream:
             return None
         if request.tool_choice == "none":
             return None
-        fmt = FORCED if constrained and is_forced(request.tool_choice) else spec.tool_call_format
-        return cls(get_parser(fmt), parallel=request.parallel_tool_calls is not False)
+        forced = bool(constrained) and is_forced(request.tool_choice)
+        fmt = FORCED if forced else spec.tool_call_format
+        return cls(get_parser(fmt), parallel=request.parallel_tool_calls is not False, forced=forced)
 
     def apply(self, chunk: Chunk) -> None:
         """Rewrite ``chunk`` in place: its text through the parser, its finish reason."""

@@ -10,6 +10,8 @@ import msgspec
 from xinf.engine import GenerateRequest, TokenLogprob
 from xinf.errors import InvalidRequest
 from xinf.prompts import output_room
+from xinf.toolcalls.choice import forced_schema, is_forced
+from xinf_transformers.constrain import schema_of
 
 GREEDY_BELOW = 1e-5  # temperatures under this mean greedy decoding
 
@@ -27,6 +29,7 @@ class Job(msgspec.Struct, kw_only=True):
     min_p: float | None = None
     repetition_penalty: float | None = None
     seed: int | None = None
+    schema: dict[str, Any] | None = None  # constrained decoding: the output must match this JSON schema
 
     @property
     def greedy(self) -> bool:
@@ -40,6 +43,7 @@ def make_job(
     context_length: int,
     eos_ids: Iterable[int],
     defaults: dict[str, Any],
+    constrained: bool = False,
 ) -> Job:
     """Check the lengths and resolve the sampling settings of one request."""
     max_new = output_room(
@@ -48,9 +52,19 @@ def make_job(
     if request.logprobs is not None:
         raise InvalidRequest("the transformers engine does not return logprobs", param="logprobs")
     request.check_no_logit_bias("transformers")
-    fmt = (request.response_format or {}).get("type")
-    if fmt not in (None, "text"):
-        raise InvalidRequest("the transformers engine supports only text responses", param="response_format")
+    schema = schema_of(request.response_format)
+    if request.tools and request.tool_choice is not None and is_forced(request.tool_choice) and constrained:
+        if schema is not None:
+            raise InvalidRequest(
+                "response_format cannot be combined with a forced tool call (tool_choice)", param="response_format"
+            )
+        schema = forced_schema(request.tools, request.tool_choice)
+    if schema is not None and not constrained:
+        raise InvalidRequest(
+            "JSON responses need the llguidance package in the transformers engine's environment: "
+            "pip install llguidance",
+            param="response_format",
+        )
     temperature = _pick(request.temperature, defaults.get("temperature"), 1.0)
     return Job(
         prompt_ids=prompt_ids,
@@ -63,6 +77,7 @@ def make_job(
         min_p=request.min_p or None,
         repetition_penalty=None if request.repetition_penalty in (None, 1.0) else request.repetition_penalty,
         seed=request.seed,
+        schema=schema,
     )
 
 
