@@ -13,7 +13,6 @@ import importlib.util
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +21,9 @@ from typing import Any
 import openai
 import pytest
 
+from xinf.cores import ranges
 from xinf.testing.server import ServerProcess, free_port
+from xinf.testing.wait import wait_for
 
 # raycluster points Ray at the loopback address before importing it; skipped where Ray is not installed.
 raycluster = pytest.importorskip("raycluster")
@@ -31,16 +32,6 @@ LocalRayCluster = raycluster.LocalRayCluster
 
 GiB = 1 << 30
 HELLO = [{"role": "user", "content": "hello"}]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 def xinf(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
@@ -153,6 +144,10 @@ def test_replicas_spread_over_nodes_with_their_devices_and_env(three: Setup, cli
         )  # fmt: skip
         nodes = [r["node"] for r in replicas(server, "cpu")]
         assert set(nodes) - {head}, "a CPU replica went to another node"
+        for r in replicas(server, "cpu"):  # each node's cores placed apart; actors pin themselves like processes
+            assert r["cores"] and r["threads"] == len(r["cores"])
+            status = Path(f"/proc/{r['pid']}/status").read_text()
+            assert f"Cpus_allowed_list:\t{ranges(r['cpus'])}\n" in status
         answers = {
             client.chat.completions.create(model="cpu", messages=HELLO, max_tokens=50).choices[0].message.content
             for _ in range(3)

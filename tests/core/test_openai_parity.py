@@ -119,16 +119,21 @@ def test_embeddings_take_token_ids_and_dimensions_where_the_model_has_them(clien
     assert info.value.body["param"] == "input"
 
 
-def test_an_image_to_a_text_model_is_a_400_naming_it(client: openai.OpenAI) -> None:
-    pixel = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAHggJ/PchI7wAAAABJRU5ErkJggg=="
-    image = [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": pixel}}]
+def test_an_image_to_a_text_model_is_a_400_naming_it(server: ServerProcess, client: openai.OpenAI) -> None:
+    """The same check (xinf.server.limits) for the OpenAI and the Anthropic routes."""
+    pixel = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAHggJ/PchI7wAAAABJRU5ErkJggg=="
+    url = {"url": f"data:image/png;base64,{pixel}"}
+    image = [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": url}]
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="chat", messages=[{"role": "user", "content": image}], max_tokens=2)
-    assert info.value.body["message"] == "model 'chat' has no vision ability: it cannot take images"
-    odd = [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]
-    with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model="chat", messages=[{"role": "user", "content": odd}], max_tokens=2)
-    assert "'input_audio' are not supported" in info.value.body["message"]
+    assert "model chat has no vision ability" in info.value.body["message"]
+    source = {"type": "base64", "media_type": "image/png", "data": pixel}
+    anthropic_image = [{"type": "image", "source": source}, {"type": "text", "text": "what is this?"}]
+    answer = server.http.post(
+        "/v1/messages",
+        json={"model": "chat", "max_tokens": 2, "messages": [{"role": "user", "content": anthropic_image}]},
+    )
+    assert answer.status_code == 400 and "model chat has no vision ability" in answer.json()["error"]["message"]
     text_parts = [{"type": "text", "text": "hello "}, {"type": "text", "text": "there"}]
     reply = client.chat.completions.create(
         model="chat", messages=[{"role": "user", "content": text_parts}], max_tokens=2

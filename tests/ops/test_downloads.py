@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,10 +14,11 @@ import httpx
 import pytest
 
 from xinf.downloads import select
-from xinf.engine import ModelSource, ModelSpec
 from xinf.errors import LaunchError
 from xinf.testing.fakehub import FakeHub
 from xinf.testing.server import ServerProcess, free_port
+from xinf.testing.wait import wait_for
+from xinf.types import ModelSource, ModelSpec
 
 GGUFS = {
     "tiny-Q4_K_M.gguf": os.urandom(300_000),
@@ -221,16 +221,6 @@ def test_download_hub_without_that_repository(start_server, hub: FakeHub) -> Non
     response = server.http.post("/v1/models", json={"model_name": "hf-only", "download_hub": "modelscope"})
     assert response.status_code == 400
     assert "has no modelscope repository (it has: huggingface, csghub)" in response.json()["error"]["message"]
-
-
-def wait_for(predicate, timeout: float = 60.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_progress_cancel_and_resume_with_xinference_client(start_server, hub: FakeHub, tmp_path: Path) -> None:

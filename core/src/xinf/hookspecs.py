@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from xinf.engine import (
+    from xinf.types import (
         Chunk,
         Device,
         EmbedRequest,
@@ -65,8 +65,11 @@ def estimate_vram(spec: ModelSpec, options: dict[str, Any], devices: list[Device
     model, before anything is loaded.  ``devices`` are the devices the replica
     would be placed on, with their free memory after other reservations (an
     empty list means CPU only).  Engines that can offload part of a model
-    choose how many layers fit and say so in ``gpu_layers``.  Return None when
-    the engine cannot estimate: the scheduler then places by device count only.
+    choose how many layers fit and say so in ``gpu_layers``.  ``host`` is what
+    stays in host memory (everything, on the CPU): the scheduler reserves it
+    on the replica's machine and refuses a launch it does not fit.  Return None
+    when the engine cannot estimate: the scheduler then places by device count
+    only and checks no memory.
     """
 
 
@@ -79,7 +82,11 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
 
     Called once in the replica process, only on the chosen engine.  The process
     already has the model's environment variables and ``CUDA_VISIBLE_DEVICES``
-    set from ``placement``; ``spec.source.path`` is the local file or directory.
+    set from ``placement``, and is pinned to ``placement.cores`` (with
+    ``OMP_NUM_THREADS`` and the like sized to them): size the engine's own
+    thread options from ``xinf.cores.threads(placement)`` unless the user gave
+    them (a ``threads`` attribute of the returned object is shown with the
+    replica).  ``spec.source.path`` is the local file or directory.
     Raise ``xinf.errors.LaunchError`` (or any exception) when loading fails:
     the launch fails with that message.  Unknown or invalid ``options`` should
     raise ``LaunchError`` naming them.
@@ -97,7 +104,8 @@ def generate(model: Any, request: GenerateRequest) -> AsyncIterator[Chunk]:
     slot.  Raise ``xinf.errors.InvalidRequest`` (or ``ContextLengthExceeded``)
     for requests the engine cannot serve: clients get a 400, not a 500.
 
-    Tool calls: when ``spec.tool_call_format`` is set and the request has
+    Tool calls: when ``spec.tool_parser`` names a format ``xinf.toolcalls``
+    knows (``xinf.toolcalls.known``) and the request has
     ``tools``, the core parses the engine's text into tool calls (the engine
     only renders the tools through the chat template).  An engine that
     constrains decoding for a forced call (``tool_choice`` "required" or named)
@@ -106,6 +114,7 @@ def generate(model: Any, request: GenerateRequest) -> AsyncIterator[Chunk]:
     output as that JSON.  Without a format, an engine that parses tool calls
     itself fills ``Chunk.tool_calls``.
     """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
 
 
 @hookspec
@@ -115,6 +124,18 @@ def embed(model: Any, request: EmbedRequest) -> EmbedResult:
     Called in the replica process for models with the ``embed`` ability, on the
     plugin that loaded ``model``.
     """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
+
+
+@hookspec
+def convert_ids_to_tokens(model: Any, ids: list[list[int]]) -> list[list[str]]:
+    """The tokens of each list of token ids, as the model's tokenizer spells them; optional.
+
+    Called in the replica process for ``POST /v1/convert_ids_to_tokens``
+    (xinference-client's ``convert_ids_to_tokens``) on the plugin that loaded
+    ``model``.  An engine without it answers that request with a 400.
+    """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
 
 
 @hookspec

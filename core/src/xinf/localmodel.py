@@ -15,8 +15,8 @@ from typing import Any
 
 import msgspec
 
-from xinf.engine import ModelSource, ModelSpec
 from xinf.errors import LaunchError
+from xinf.types import ModelSource, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,8 @@ def _directory_facts(local: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         config = None
     if isinstance(config, dict):
-        text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+        nested = config.get("text_config")
+        text: dict[str, Any] = nested if isinstance(nested, dict) else config
         context = text.get("max_position_embeddings")
         if isinstance(context, int):
             facts["context_length"] = context

@@ -7,45 +7,15 @@ Only click is imported here; each command imports what it needs, so
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Any
 
 import click
 
+from xinf.cli import ops
+from xinf.cli.catalog import catalog
+from xinf.cli.options import client, echo_json, endpoint_option, json_option
 from xinf.cli.table import render
-
-DEFAULT_ENDPOINT = "http://127.0.0.1:9997"
-
-
-def endpoint_option(f: Any) -> Any:
-    f = click.option(
-        "-e",
-        "--endpoint",
-        default=lambda: os.environ.get("XINFERENCE_ENDPOINT", DEFAULT_ENDPOINT),
-        show_default="$XINFERENCE_ENDPOINT or " + DEFAULT_ENDPOINT,
-        help="URL of the xinf server.",
-    )(f)
-    f = click.option(
-        "--api-key",
-        default=lambda: os.environ.get("XINF_API_KEY"),
-        help="API key for a server started with --api-key ($XINF_API_KEY).",
-    )(f)
-    return f
-
-
-def json_option(f: Any) -> Any:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
-
-
-def client(endpoint: str, api_key: str | None, timeout: float | None = 30.0) -> Any:
-    from xinf.cli.client import Client
-
-    return Client(endpoint, api_key, timeout)
-
-
-def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,7 +38,25 @@ def cli() -> None:
 @click.option(
     "--api-key",
     default=None,
-    help="Require 'Authorization: Bearer KEY' on every route but /health (default: $XINF_API_KEY).",
+    help="Admin key (visible in ps: prefer $XINF_API_KEY or --api-key-file).",
+)
+@click.option(
+    "--api-key-file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="File of 'admin KEY' / 'inference KEY' lines, KEY or sha256:HEX ($XINF_API_KEYS_FILE).",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    default=None,
+    metavar="IPS",
+    help="Comma-separated proxies whose X-Forwarded-For is trusted ($XINF_FORWARDED_ALLOW_IPS; default: none).",
+)
+@click.option(
+    "--cors-allow-origins",
+    default=None,
+    metavar="ORIGINS",
+    help="Comma-separated browser origins allowed to call the API, or '*' ($XINF_CORS_ALLOW_ORIGINS; default: none).",
 )
 @click.option(
     "--cluster",
@@ -84,6 +72,9 @@ def serve(
     log_level: str,
     access_log: bool,
     api_key: str | None,
+    api_key_file: str | None,
+    forwarded_allow_ips: str | None,
+    cors_allow_origins: str | None,
     cluster: str | None,
 ) -> None:
     """Start the server."""
@@ -101,6 +92,13 @@ def serve(
         raise click.ClickException(str(exc)) from None
     if api_key:
         settings.api_key = api_key
+        click.echo("warning: --api-key shows in the process list; use $XINF_API_KEY or --api-key-file", err=True)
+    from xinf.server import connections, security
+
+    try:
+        security.apply_options(settings, api_key_file, forwarded_allow_ips, cors_allow_origins)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
     joined = None
     if cluster:
         joined = join_cluster(cluster)
@@ -112,6 +110,8 @@ def serve(
     except ImportError:
         loop = "asyncio"
     click.echo(f"xinf serving on http://{host}:{port} (home {settings.home})", err=True)
+    for note in security.startup_notes(settings, host):
+        logging.getLogger("xinf.server").warning(note)
     uvicorn.run(
         app,
         host=host,
@@ -120,6 +120,10 @@ def serve(
         access_log=access_log,
         loop=loop,
         timeout_graceful_shutdown=10,
+        # X-Forwarded-For only from the proxies the operator names (uvicorn trusts 127.0.0.1 by default).
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
+        **connections.configure(settings),
     )
 
 
@@ -200,7 +204,7 @@ def parse_extra(args: list[str]) -> dict[str, Any]:
 @endpoint_option
 @json_option
 @click.pass_context
-def launch(ctx: click.Context, **kw: Any) -> None:
+def launch(ctx: click.Context, /, **kw: Any) -> None:
     """Launch a model. Extra --name value pairs are engine options (e.g. --n_ctx 4096)."""
     if not kw["model_name"] and not kw["model_path"]:
         raise click.UsageError("give --model-name or --model-path")
@@ -253,7 +257,7 @@ def launch(ctx: click.Context, **kw: Any) -> None:
 
 
 def print_plan(plan: dict[str, Any]) -> None:
-    from xinf.cli.table import size
+    from xinf.units import format_bytes
 
     click.echo(
         f"{plan['model_uid']}: {plan['model_name']} ({plan['model_format']} {plan['quantization']}) "
@@ -264,12 +268,15 @@ def print_plan(plan: dict[str, Any]) -> None:
     for r in plan["replicas"]:
         est = r.get("estimate") or {}
         devices = ", ".join(f"GPU {d}" for d in r.get("devices", [])) or "CPU"
-        reserved = ", ".join(size(b) for b in r.get("reserved", [])) or "-"
+        reserved = ", ".join(format_bytes(b) for b in r.get("reserved", [])) or "-"
         layers = f"{r['gpu_layers']}/{est.get('total_layers', '?')}" if r.get("gpu_layers") is not None else "-"
-        total = size(est["weights"] + est["kv_cache"] + est["overhead"]) if est else "unknown"
+        total = format_bytes(est["weights"] + est["kv_cache"] + est["overhead"]) if est else "unknown"
         node = [(r.get("node") or "")[:12]] if nodes else []
-        rows.append((r.get("replica", 0), *node, devices, reserved, layers, total))
-    headers = ["REPLICA", *(["NODE"] if nodes else []), "DEVICES", "RESERVED", "GPU LAYERS", "ESTIMATE"]
+        host = format_bytes(r["host"]) if r.get("host") else "-"
+        cores = replica_cores([r])
+        rows.append((r.get("replica", 0), *node, devices, reserved, layers, host, cores, total))
+    headers = ["REPLICA", *(["NODE"] if nodes else []), "DEVICES", "RESERVED", "GPU LAYERS", "HOST MEMORY", "CORES"]
+    headers.append("ESTIMATE")
     click.echo(render(headers, rows))
 
 
@@ -317,7 +324,7 @@ def remove_replica(model_uid: str, replica_id: int, endpoint: str, api_key: str 
 )
 @json_option
 @click.pass_context
-def estimate(ctx: click.Context, **kw: Any) -> None:
+def estimate(ctx: click.Context, /, **kw: Any) -> None:
     """Estimate a model's memory and GPU layers, without a server and without loading it.
 
     Extra --name value pairs are engine options, as for launch (e.g. --n_parallel 1 --cache_type_k q8_0).
@@ -360,14 +367,20 @@ def list_models(endpoint: str, api_key: str | None, as_json: bool) -> None:
             m["model_format"],
             m.get("model_size_in_billions"),
             m.get("quantization"),
-            sum(1 for r in m.get("replicas", []) if r["status"] == "ready"),
-            m["replica"],
+            f"{sum(1 for r in m.get('replicas', []) if r['status'] == 'ready')}/{m['replica']}",
+            replica_cores(m.get("replicas", [])),
             m["status"] + (f": {m['error']}" if m.get("error") else ""),
         )
         for m in data
     ]
-    ready = [(*r[:6], f"{r[6]}/{r[7]}", r[8]) for r in rows]
-    click.echo(render(["UID", "NAME", "ENGINE", "FORMAT", "SIZE(B)", "QUANT", "REPLICAS", "STATUS"], ready))
+    click.echo(render(["UID", "NAME", "ENGINE", "FORMAT", "SIZE(B)", "QUANT", "REPLICAS", "CORES", "STATUS"], rows))
+
+
+def replica_cores(replicas: list[dict[str, Any]]) -> str:
+    """Each replica's CPU cores, ``0-1 | 2-3``; ``-`` where cores are not placed."""
+    from xinf.cores import ranges
+
+    return " | ".join(ranges(r.get("cores") or []) or "-" for r in replicas) or "-"
 
 
 @cli.command()
@@ -398,15 +411,15 @@ def engines(model_name: str | None, endpoint: str, api_key: str | None, as_json:
         echo_json(data)
         return
     if model_name:
-        rows = []
+        matches = []
         for m in data["matches"]:
             specs = [spec_label(s) for s in m["specs"]]
             if specs:
                 said = f"{len(specs)} spec{'s' if len(specs) != 1 else ''}: {', '.join(dict.fromkeys(specs))}"
             else:
                 said = "; ".join(dict.fromkeys(m["reasons"]))
-            rows.append((m["engine"], m["available"], said))
-        click.echo(render(["ENGINE", "AVAILABLE", "SPECS OR REASON"], rows))
+            matches.append((m["engine"], m["available"], said))
+        click.echo(render(["ENGINE", "AVAILABLE", "SPECS OR REASON"], matches))
         return
     rows = [
         (e["name"], e.get("version") or "-", e.get("distribution") or "-", "ok" if e["ok"] else f"broken: {e['error']}")
@@ -418,7 +431,9 @@ def engines(model_name: str | None, endpoint: str, api_key: str | None, as_json:
 def spec_label(spec: dict[str, Any]) -> str:
     """``ggufv2 0.5B q4_k_m``: format, size when known, quantization."""
     size = spec.get("size_in_billions")
-    return " ".join(str(p) for p in (spec["format"], f"{size}B" if size is not None else None, spec["quantization"]) if p)
+    return " ".join(
+        str(p) for p in (spec["format"], f"{size}B" if size is not None else None, spec["quantization"]) if p
+    )
 
 
 # ---------------------------------------------------------------- registrations
@@ -462,20 +477,40 @@ def unregister(model_name: str, model_type: str, endpoint: str, api_key: str | N
 
 
 @cli.command()
-@click.option("-t", "--model-type", default="LLM", show_default=True, type=click.Choice(["LLM", "embedding"]))
-@click.option("--all", "show_all", is_flag=True, help="Include built-in models.")
+@click.option("-t", "--model-type", default=None, help="LLM, embedding, rerank, ... (default: every type)")
+@click.option("--all", "show_all", is_flag=True, help="Include built-in models (the catalogue).")
+@click.option("-s", "--search", default=None, help="Only names containing this text.")
+@click.option("-a", "--ability", default=None, help="Only models with this ability (chat, embed, reasoning, ...).")
 @endpoint_option
 @json_option
-def registrations(model_type: str, show_all: bool, endpoint: str, api_key: str | None, as_json: bool) -> None:
-    """List registered models (custom ones; --all adds built-ins)."""
-    data = client(endpoint, api_key).get(f"/v1/model_registrations/{model_type}", params={"detailed": "true"})
+def registrations(
+    model_type: str | None,
+    show_all: bool,
+    search: str | None,
+    ability: str | None,
+    endpoint: str,
+    api_key: str | None,
+    as_json: bool,
+) -> None:
+    """List registered models (custom ones; --all adds built-ins), searchable by name, type and ability."""
+    http = client(endpoint, api_key)
+    types = [model_type] if model_type else ["LLM", "embedding", "rerank", "audio", "image"]
+    data = [m for t in types for m in http.get(f"/v1/model_registrations/{t}", params={"detailed": "true"})]
     if not show_all:
         data = [m for m in data if not m["is_builtin"]]
+    if search:
+        data = [m for m in data if search.lower() in m["model_name"].lower()]
+    if ability:
+        data = [m for m in data if ability.lower() in (a.lower() for a in m.get("abilities", []))]
     if as_json:
         echo_json(data)
         return
     if not data:
-        click.echo("no custom models registered" + ("" if show_all else " (--all shows built-ins)"))
+        click.echo(
+            "no models match"
+            if search or ability
+            else "no custom models registered" + ("" if show_all else " (--all shows built-ins)")
+        )
         return
     rows = []
     for m in data:
@@ -492,7 +527,7 @@ def registrations(model_type: str, show_all: bool, endpoint: str, api_key: str |
 @json_option
 def devices(endpoint: str, api_key: str | None, as_json: bool) -> None:
     """Show accelerators, their free memory and what replicas reserved."""
-    from xinf.cli.table import size
+    from xinf.units import format_bytes
 
     data = client(endpoint, api_key).get("/v1/cluster/devices")
     if as_json:
@@ -506,7 +541,7 @@ def devices(endpoint: str, api_key: str | None, as_json: bool) -> None:
                 n["address"],
                 n["hostname"] + (" (this server)" if n["local"] else ""),
                 n["cpu_count"],
-                f"{size(n['memory_available'])} / {size(n['memory_total'])}",
+                f"{format_bytes(n['memory_available'])} / {format_bytes(n['memory_total'])}",
                 ", ".join(n["replicas"]) or "-",
             )
             for n in nodes
@@ -518,8 +553,8 @@ def devices(endpoint: str, api_key: str | None, as_json: bool) -> None:
         click.echo("")
     elif not data["devices"]:
         click.echo(
-            f"no GPU: CPU only ({data['cpu_count']} cores, {size(data['memory_available'])} of "
-            f"{size(data['memory_total'])} memory available)"
+            f"no GPU: CPU only ({data['cpu_count']} cores, {format_bytes(data['memory_available'])} of "
+            f"{format_bytes(data['memory_total'])} memory available)"
         )
         return
     rows = [
@@ -527,10 +562,10 @@ def devices(endpoint: str, api_key: str | None, as_json: bool) -> None:
             *([(d["node"] or "")[:12]] if nodes else []),
             d["index"],
             d["name"],
-            size(d["total_memory"]),
-            size(d["free_memory"]),
-            size(d["reserved"]),
-            size(d["available"]),
+            format_bytes(d["total_memory"]),
+            format_bytes(d["free_memory"]),
+            format_bytes(d["reserved"]),
+            format_bytes(d["available"]),
             ", ".join(d["replicas"]) or "-",
         )
         for d in data["devices"]
@@ -539,9 +574,8 @@ def devices(endpoint: str, api_key: str | None, as_json: bool) -> None:
     click.echo(render(["NODE", *headers] if nodes else headers, rows))
 
 
-from xinf.cli import ops  # noqa: E402  (registers cached, remove-cache, virtualenvs)
-
-ops.register(cli)
+ops.register(cli)  # cached, remove-cache, virtualenvs
+cli.add_command(catalog)  # catalog import
 
 
 def main() -> None:

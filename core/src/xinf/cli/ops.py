@@ -6,12 +6,12 @@ from typing import Any
 
 import click
 
-from xinf.cli.table import render, size
+from xinf.cli.options import client, echo_json, endpoint_option, json_option
+from xinf.cli.table import render
+from xinf.units import format_bytes
 
 
 def register(cli: click.Group) -> None:
-    from xinf.cli.main import client, echo_json, endpoint_option, json_option
-
     @cli.command()
     @click.option("--model-name", help="Only repositories whose name contains this.")
     @endpoint_option
@@ -31,7 +31,7 @@ def register(cli: click.Group) -> None:
                 e["model_version"],
                 len(e["files"]),
                 f"{len(e['partial_files'])} partial" if e["partial_files"] else "complete",
-                size(e["size"]),
+                format_bytes(e["size"]),
                 e["in_use"],
                 e["path"],
             )
@@ -72,5 +72,5 @@ def register(cli: click.Group) -> None:
         if not data:
             click.echo("no virtual environments")
             return
-        rows = [(e["name"], e["packages"], size(e["size"]), e["in_use"], e["path"]) for e in data]
+        rows = [(e["name"], e["packages"], format_bytes(e["size"]), e["in_use"], e["path"]) for e in data]
         click.echo(render(["NAME", "PACKAGES", "SIZE", "IN USE", "PATH"], rows))

@@ -22,10 +22,10 @@ import msgspec
 
 from xinf.downloads import hubs, select
 from xinf.downloads.transfer import Cancelled, Counter, TransferError, fetch_file, partial_size
-from xinf.engine import ModelSpec
 from xinf.errors import Conflict, HubUnavailable, LaunchError, NotFound
 from xinf.settings import Settings
 from xinf.storage import atomic_write
+from xinf.types import ModelSpec
 
 log = logging.getLogger(__name__)
 HUBS = ("huggingface", "modelscope", "csghub")

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from xinf.engine import Chunk, EmbedRequest, EmbedResult, GenerateRequest, ModelSpec, Placement
+from xinf.types import Chunk, EmbedRequest, EmbedResult, GenerateRequest, ModelSpec, Placement
 
 HEADER = struct.Struct(">I")
 MAX_FRAME = 256 << 20
@@ -43,6 +43,14 @@ class Generate(Frame):
 class Embed(Frame):
     id: int
     request: EmbedRequest
+
+
+class Call(Frame):
+    """An optional engine hook called by name with the loaded model (``convert_ids_to_tokens``)."""
+
+    id: int
+    hook: str
+    args: dict[str, Any]
 
 
 class Cancel(Frame):
@@ -89,10 +97,17 @@ class Pong(Frame):
     id: int
 
 
-AnyFrame = Launch | Generate | Embed | Cancel | Ping | Shutdown | Hello | Out | Done | Fail | Embedded | Pong
+class Returned(Frame):
+    id: int
+    value: Any
+
+
+AnyFrame = (
+    Launch | Generate | Embed | Call | Cancel | Ping | Shutdown | Hello | Out | Done | Fail | Embedded | Pong | Returned
+)
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(AnyFrame)
+_decoder: msgspec.msgpack.Decoder[AnyFrame] = msgspec.msgpack.Decoder(AnyFrame)
 
 
 def encode(frame: Frame) -> bytes:

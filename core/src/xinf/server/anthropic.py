@@ -16,18 +16,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
-from xinf.engine import Chunk
 from xinf.errors import InvalidRequest, XinfError
 from xinf.model import RunningModel
 from xinf.replica.handle import KEEPALIVE
+from xinf.server import limits
 from xinf.server.anthropic_schema import CountTokensRequest, MessagesRequest, generate_request
 from xinf.server.http import decode, encode_json, json_response, read_body
-from xinf.server.openai import SSE_HEADERS, chain, first_and_rest, keepalive, state, until_disconnect
-from xinf.server.parts import check_parts
-from xinf.server.state import State
+from xinf.server.openai import keepalive
+from xinf.server.state import State, state
+from xinf.server.streams import chain, first_and_rest, streamed, until_disconnect
 from xinf.toolcalls.choice import check_tools
+from xinf.types import Chunk
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,13 @@ def chat_model(st: State, name: str) -> RunningModel:
     return model
 
 
-def _check(req: MessagesRequest | CountTokensRequest, model: RunningModel) -> Any:
+def _check(req: MessagesRequest | CountTokensRequest, model: RunningModel, st: State) -> Any:
     gen = generate_request(req, getattr(req, "max_tokens", 1))
-    check_parts(gen.messages or [], model)
+    for n, message in enumerate(gen.messages or []):
+        if isinstance(message.get("content"), list):  # the OpenAI routes' check of content parts (images...)
+            limits.check_parts(
+                message["content"], f"messages.{n}.content", model.spec.abilities, model.uid, st.settings
+            )
     check_tools(gen.tools, gen.tool_choice, model.uid, model.spec.abilities)
     if "enable_thinking" in gen.chat_template_kwargs and not model.spec.is_reasoning:
         gen.chat_template_kwargs.pop("enable_thinking")  # thinking only changes reasoning models
@@ -86,15 +91,14 @@ async def messages(request: Request) -> Response:
     st = state(request)
     req = decode(await read_body(request, st.max_body), MessagesRequest)
     model = chat_model(st, req.model)
-    gen = _check(req, model)
+    gen = _check(req, model, st)
     cap = st.settings.max_tokens
     if cap is not None and req.max_tokens > cap:
         raise InvalidRequest(f"max_tokens {req.max_tokens} is over this server's limit of {cap}", param="max_tokens")
     first, rest = await first_and_rest(model.generate(gen, 1, keepalive(st, req.stream)))
     mid = f"msg_{secrets.token_hex(12)}"
     if req.stream:
-        events = stream_events(chain(first, rest), mid, req.model)
-        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+        return streamed(stream_events(chain(first, rest), mid, req.model))
     return json_response(await until_disconnect(request, message_body(chain(first, rest), mid, req.model)))
 
 
@@ -104,7 +108,7 @@ async def count_tokens(request: Request) -> Response:
     st = state(request)
     req = decode(await read_body(request, st.max_body), CountTokensRequest)
     model = chat_model(st, req.model)
-    gen = _check(req, model)
+    gen = _check(req, model, st)
     gen.max_tokens = 1
     gen.tool_choice = None  # the tools count, but nothing is forced
     prompt_tokens = 0
@@ -224,7 +228,8 @@ def _json_object(text: str) -> Any:
 
 
 def event(data: dict[str, Any]) -> bytes:
-    return b"event: " + data["type"].encode() + b"\ndata: " + encode_json(data) + b"\n\n"
+    kind = str(data["type"]).encode()
+    return b"event: " + kind + b"\ndata: " + encode_json(data) + b"\n\n"
 
 
 async def stream_events(stream: AsyncIterator[Chunk], mid: str, model: str) -> AsyncIterator[bytes]:

@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from xinf.engine import GenerateRequest
 from xinf.errors import InvalidRequest
+from xinf.types import GenerateRequest
 
 
 class AnthropicMessage(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -167,7 +167,7 @@ def thinking_flag(thinking: dict[str, Any] | None) -> bool | None:
     kind = thinking.get("type")
     if kind not in ("enabled", "disabled", "adaptive"):
         raise InvalidRequest('thinking.type must be "enabled" or "disabled"', param="thinking.type")
-    return kind != "disabled"
+    return bool(kind != "disabled")
 
 
 def generate_request(req: MessagesRequest | CountTokensRequest, max_tokens: int) -> GenerateRequest:

@@ -15,31 +15,29 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
-from xinf.engine import Chunk, GenerateRequest, TokenLogprob
 from xinf.errors import InvalidRequest
 from xinf.model import RunningModel
 from xinf.replica.handle import KEEPALIVE
 from xinf.schemas import CompletionRequest
+from xinf.server import limits
 from xinf.server.http import decode, json_response, read_body
-from xinf.server.openai import (
+from xinf.server.openai import fingerprint, keepalive, sampling_fields
+from xinf.server.state import State, state
+from xinf.server.streams import (
     DONE,
     PING,
-    SSE_HEADERS,
     Usage,
     chain,
-    fingerprint,
     first_and_rest,
-    keepalive,
     merged,
-    sampling_fields,
     sse,
-    state,
     stream_error,
+    streamed,
     until_disconnect,
 )
-from xinf.server.state import State
+from xinf.types import Chunk, GenerateRequest, TokenLogprob
 
 MAX_PROMPTS = 64
 Prompt = str | list[int]
@@ -112,9 +110,10 @@ class Choices:
         self.total = len(prompts) * n
         self.scoring = req.max_tokens == 0
         self.gens = [gens[i // n] for i in range(self.total)]
-        self.echo = [
-            prompts[i // n] if req.echo and isinstance(prompts[i // n], str) else "" for i in range(self.total)
-        ]
+        self.echo: list[str] = []
+        for i in range(self.total):
+            prompt = prompts[i // n]
+            self.echo.append(prompt if req.echo and isinstance(prompt, str) else "")
         self.prompt_items: list[list[TokenLogprob]] = [[] for _ in range(self.total)]
         self.seen = [False] * self.total
         self.usage = Usage()
@@ -159,17 +158,20 @@ async def completions(request: Request) -> Response:
     req = decode(await read_body(request, st.max_body), CompletionRequest)
     model = st.manager.get(req.model)
     prompts = prompts_of(req.prompt)
+    limits.check_choices(req.n, len(prompts), st.settings)
     gens = [completion_request(req, prompt, model, st) for prompt in prompts]
     pings = keepalive(st, req.stream)
-    first, rest = await first_and_rest(merged([model.generate(g, req.n, pings) for g in gens], req.n))
+    cid = f"cmpl-{secrets.token_hex(12)}"
+    tracked = st.requests.start(model.uid, req.request_id or cid, gens[0].max_tokens, req.n * len(gens))
+    stream = merged([model.generate(g, req.n, pings) for g in gens], req.n)
+    first, rest = await first_and_rest(st.requests.watch(tracked, stream))
     choices = Choices(req, prompts, gens)
     if first is not None and first is not KEEPALIVE:
         choices.check_first(first)  # a 400 before any output is sent
-    meta = {"id": f"cmpl-{secrets.token_hex(12)}", "created": int(time.time()), "fp": fingerprint(st, model)}
+    meta = {"id": cid, "created": int(time.time()), "fp": fingerprint(st, model)}
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        events = completion_events(chain(first, rest), meta, req, choices, include_usage)
-        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+        return streamed(completion_events(chain(first, rest), meta, req, choices, include_usage))
     return json_response(await until_disconnect(request, completion_body(chain(first, rest), meta, req, choices)))
 
 

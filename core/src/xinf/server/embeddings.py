@@ -14,11 +14,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from xinf.engine import EmbedRequest
 from xinf.errors import InvalidRequest
 from xinf.schemas import EmbeddingRequest
 from xinf.server.http import decode, json_response, read_body
-from xinf.server.openai import state, until_disconnect
+from xinf.server.state import state
+from xinf.server.streams import until_disconnect
+from xinf.types import EmbedRequest
 
 MAX_INPUTS = 2048
 

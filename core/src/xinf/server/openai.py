@@ -1,8 +1,8 @@
-"""OpenAI-compatible routes: chat completions, completions, embeddings, models."""
+"""OpenAI-compatible routes: chat completions and models (completions and embeddings have their own modules)."""
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
 import logging
 import secrets
 import time
@@ -10,25 +10,27 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
-from xinf.engine import Chunk, GenerateRequest, TokenLogprob
-from xinf.errors import InvalidRequest, XinfError
+from xinf.errors import InvalidRequest
 from xinf.model import RunningModel
-from xinf.replica.handle import KEEPALIVE
 from xinf.schemas import ChatRequest, Sampling
-from xinf.server.http import decode, encode_json, json_response, read_body
-from xinf.server.parts import check_parts
-from xinf.server.state import State
+from xinf.server import limits
+from xinf.server.http import decode, json_response, read_body
+from xinf.server.state import State, state
+from xinf.server.streams import (
+    Collected,
+    chain,
+    event_stream,
+    first_and_rest,
+    response_body,
+    streamed,
+    until_disconnect,
+)
 from xinf.toolcalls.choice import check_tools
+from xinf.types import Chunk, GenerateRequest, TokenLogprob
 
 log = logging.getLogger(__name__)
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-PING = b": ping\n\n"  # an SSE comment: clients ignore it, proxies see the connection is alive
-
-
-def state(request: Request) -> State:
-    return request.app.state.xinf  # type: ignore[no-any-return]
 
 
 def keepalive(st: State, stream: bool) -> float | None:
@@ -42,13 +44,12 @@ def keepalive(st: State, stream: bool) -> float | None:
 
 def fingerprint(st: State, model: RunningModel) -> str:
     """OpenAI's ``system_fingerprint``: changes when xinf, the engine plugin or the model's build changes."""
-    import hashlib
-
     from xinf import __version__
 
     info = st.plugins.engines.get(model.engine)
-    build = f"{__version__}|{model.engine}|{info.version if info else ''}|{model.spec.name}|{model.spec.format}|"
-    build += f"{model.spec.size_in_billions}|{model.spec.quantization}"
+    spec = model.spec
+    build = f"{__version__}|{model.engine}|{info.version if info else ''}|{spec.name}|{spec.format}|"
+    build += f"{spec.size_in_billions}|{spec.quantization}"
     return "fp_" + hashlib.sha256(build.encode()).hexdigest()[:10]
 
 
@@ -108,7 +109,6 @@ def chat_request(req: ChatRequest, model: RunningModel, st: State) -> GenerateRe
     elif "enable_thinking" not in kwargs and model.request.enable_thinking is not None:
         kwargs["enable_thinking"] = model.request.enable_thinking
     messages = [_message(m) for m in req.messages]
-    check_parts(messages, model)
     check_tools(req.tools, req.tool_choice, model.uid, model.spec.abilities)
     # "none": the model may not call a tool, so it is not shown any (vLLM does the same).
     calls_allowed = bool(req.tools) and req.tool_choice != "none"
@@ -135,130 +135,7 @@ def _message(message: Any) -> dict[str, Any]:
     return out
 
 
-# ---------------------------------------------------------------- streams
-
-
-async def first_and_rest(stream: AsyncIterator[Chunk]) -> tuple[Chunk | None, AsyncIterator[Chunk]]:
-    """Wait for the first chunk, so that errors before any output get a proper status."""
-    try:
-        first = await stream.__anext__()
-    except StopAsyncIteration:
-        return None, stream
-    except BaseException:
-        await stream.aclose()  # type: ignore[attr-defined]
-        raise
-    return first, stream
-
-
-async def chain(first: Chunk | None, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
-    if first is not None:
-        yield first
-    async for chunk in rest:
-        yield chunk
-
-
-async def merged(streams: list[AsyncIterator[Chunk]], n: int) -> AsyncIterator[Chunk]:
-    """Several prompts' streams as one, choice indexes offset by prompt."""
-    if len(streams) == 1:
-        async for chunk in streams[0]:
-            yield chunk
-        return
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    done = object()
-
-    async def pump(i: int, stream: AsyncIterator[Chunk]) -> None:
-        try:
-            async for chunk in stream:
-                if chunk is not KEEPALIVE:
-                    chunk.index += i * n
-                queue.put_nowait(chunk)
-        except BaseException as exc:
-            queue.put_nowait(exc)
-        finally:
-            queue.put_nowait(done)
-
-    tasks = [asyncio.ensure_future(pump(i, s)) for i, s in enumerate(streams)]
-    try:
-        remaining = len(tasks)
-        while remaining:
-            item = await queue.get()
-            if item is done:
-                remaining -= 1
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                yield item
-    finally:
-        for task in tasks:
-            task.cancel()
-
-
-async def until_disconnect(request: Request, work: Any) -> Any:
-    """Run ``work`` but cancel it if the client goes away first."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
-    try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            return task.result()
-        task.cancel()
-        raise asyncio.CancelledError("client disconnected")
-    finally:
-        watcher.cancel()
-
-
-async def _disconnected(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
-DONE = b"data: [DONE]\n\n"
-
-
-def stream_error(cid: str, exc: Exception) -> bytes:
-    """The SSE event that ends a stream which failed after its 200 was sent."""
-    if isinstance(exc, XinfError):
-        return sse({"error": exc.to_dict()})
-    log.exception("stream %s failed", cid, exc_info=exc)
-    return sse({"error": {"message": f"internal error: {exc}", "type": "server_error", "param": None, "code": None}})
-
-
-def sse(data: Any) -> bytes:
-    return b"data: " + encode_json(data) + b"\n\n"
-
-
-class Usage:
-    def __init__(self) -> None:
-        self.prompt_tokens: dict[int, int] = {}
-        self.cached_tokens: dict[int, int] = {}
-        self.completion_tokens = 0
-
-    def add(self, chunk: Chunk) -> None:
-        if chunk.usage is not None:
-            self.prompt_tokens[chunk.index] = chunk.usage.prompt_tokens
-            self.completion_tokens += chunk.usage.completion_tokens
-            if chunk.usage.cached_tokens is not None:
-                self.cached_tokens[chunk.index] = chunk.usage.cached_tokens
-
-    def as_dict(self, n: int) -> dict[str, Any]:
-        # n choices of one prompt share its prompt tokens: count each prompt once.
-        by_prompt: dict[int, int] = {}
-        for index, tokens in self.prompt_tokens.items():
-            by_prompt[index // n] = tokens
-        prompt = sum(by_prompt.values())
-        out: dict[str, Any] = {
-            "prompt_tokens": prompt,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": prompt + self.completion_tokens,
-        }
-        if self.cached_tokens:  # only where the engine reports its prefix-cache hits
-            cached: dict[int, int] = {}
-            for index, tokens in self.cached_tokens.items():
-                cached[index // n] = tokens
-            out["prompt_tokens_details"] = {"cached_tokens": sum(cached.values())}
-        return out
+# ---------------------------------------------------------------- logprobs
 
 
 def chat_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
@@ -282,119 +159,74 @@ async def chat_completions(request: Request) -> Response:
     st = state(request)
     req = decode(await read_body(request, st.max_body), ChatRequest)
     model = st.manager.get(req.model)
+    limits.check_chat(req, model.spec.abilities, model.uid, st.settings)
     gen = chat_request(req, model, st)
-    first, rest = await first_and_rest(model.generate(gen, req.n, keepalive(st, req.stream)))
     cid = f"chatcmpl-{secrets.token_hex(12)}"
+    tracked = st.requests.start(model.uid, req.request_id or cid, gen.max_tokens, req.n)
+    first, rest = await first_and_rest(
+        st.requests.watch(tracked, model.generate(gen, req.n, keepalive(st, req.stream)))
+    )
     created = int(time.time())
     fp = fingerprint(st, model)
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        events = chat_events(chain(first, rest), cid, created, req.model, req.n, include_usage, fp)
-        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+        return streamed(chat_events(chain(first, rest), cid, created, req.model, req.n, include_usage, fp))
     body = await until_disconnect(request, chat_body(chain(first, rest), cid, created, req, model))
     return json_response({**body, "system_fingerprint": fp})
 
 
 async def chat_body(stream: AsyncIterator[Chunk], cid: str, created: int, req: ChatRequest, model: RunningModel) -> Any:
-    texts: list[list[str]] = [[] for _ in range(req.n)]
-    thoughts: list[list[str]] = [[] for _ in range(req.n)]
-    logprobs: list[list[TokenLogprob]] = [[] for _ in range(req.n)]
-    tools: list[dict[int, dict[str, Any]]] = [{} for _ in range(req.n)]
-    finish: list[str | None] = [None] * req.n
-    usage = Usage()
-    async for chunk in stream:
-        i = chunk.index
-        texts[i].append(chunk.text)
-        if chunk.reasoning:
-            thoughts[i].append(chunk.reasoning)
-        if chunk.logprobs:
-            logprobs[i].extend(chunk.logprobs)
-        if chunk.tool_calls:
-            merge_tool_calls(tools[i], chunk.tool_calls)
-        if chunk.finish_reason:
-            finish[i] = chunk.finish_reason
-        usage.add(chunk)
+    got = await Collected([""] * req.n).read(stream)
     choices = []
     for i in range(req.n):
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(texts[i])}
+        message: dict[str, Any] = {"role": "assistant", "content": got.text(i)}
         if model.spec.is_reasoning:
-            message["reasoning_content"] = "".join(thoughts[i]) or None
-        if tools[i]:
-            message["tool_calls"] = [tools[i][k] for k in sorted(tools[i])]
+            message["reasoning_content"] = "".join(got.thoughts[i]) or None
+        if got.tool_calls[i]:
+            message["tool_calls"] = got.calls(i)
             message["content"] = message["content"] or None  # as OpenAI: no text beside the calls is null
         choices.append(
             {
                 "index": i,
                 "message": message,
-                "logprobs": chat_logprobs(logprobs[i]) if req.logprobs else None,
-                "finish_reason": finish[i] or "stop",
+                "logprobs": chat_logprobs(got.logprobs[i]) if req.logprobs else None,
+                "finish_reason": got.finish_reason(i),
             }
         )
-    return {
-        "id": cid,
-        "object": "chat.completion",
-        "created": created,
-        "model": req.model,
-        "choices": choices,
-        "usage": usage.as_dict(req.n),
-    }
+    return response_body("chat.completion", cid, created, req.model, choices, got.usage.as_dict(req.n))
 
 
-async def chat_events(
+def chat_events(
     stream: AsyncIterator[Chunk], cid: str, created: int, model: str, n: int, include_usage: bool, fp: str
 ) -> AsyncIterator[bytes]:
-    base: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
-    base["system_fingerprint"] = fp
-    if include_usage:
-        base["usage"] = None
-    finish: list[str | None] = [None] * n
-    usage = Usage()
-    try:
-        for i in range(n):
-            yield sse({**base, "choices": [_choice(i, {"role": "assistant", "content": ""})]})
-        async for chunk in stream:
-            if chunk is KEEPALIVE:
-                yield PING
-                continue
-            delta: dict[str, Any] = {}
-            if chunk.reasoning:
-                delta["reasoning_content"] = chunk.reasoning
-            if chunk.text:
-                delta["content"] = chunk.text
-            if chunk.tool_calls:
-                delta["tool_calls"] = chunk.tool_calls
-            if delta or chunk.logprobs:
-                choice = _choice(chunk.index, delta)
-                if chunk.logprobs:
-                    choice["logprobs"] = chat_logprobs(chunk.logprobs)
-                yield sse({**base, "choices": [choice]})
-            if chunk.finish_reason:
-                finish[chunk.index] = chunk.finish_reason
-            usage.add(chunk)
-        for i in range(n):
-            yield sse({**base, "choices": [_choice(i, {}, finish[i] or "stop")]})
-        if include_usage:
-            yield sse({**base, "choices": [], "usage": usage.as_dict(n)})
-    except Exception as exc:
-        yield stream_error(cid, exc)
-    yield DONE
+    def choice(chunk: Chunk) -> dict[str, Any] | None:
+        delta: dict[str, Any] = {}
+        if chunk.reasoning:
+            delta["reasoning_content"] = chunk.reasoning
+        if chunk.text:
+            delta["content"] = chunk.text
+        if chunk.tool_calls:
+            delta["tool_calls"] = chunk.tool_calls
+        if not delta and not chunk.logprobs:
+            return None
+        out = _delta(chunk.index, delta)
+        if chunk.logprobs:
+            out["logprobs"] = chat_logprobs(chunk.logprobs)
+        return out
+
+    return event_stream(
+        stream,
+        {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "system_fingerprint": fp},
+        total=n,
+        n=n,
+        include_usage=include_usage,
+        opening=[_delta(i, {"role": "assistant", "content": ""}) for i in range(n)],
+        choice=choice,
+        closing=lambda i, finish: _delta(i, {}, finish),
+    )
 
 
-def merge_tool_calls(calls: dict[int, dict[str, Any]], deltas: list[dict[str, Any]]) -> None:
-    """Add streamed tool-call deltas to whole calls, by their index."""
-    for delta in deltas:
-        index = int(delta.get("index", len(calls)))
-        call = calls.setdefault(
-            index, {"id": f"call_{secrets.token_hex(12)}", "type": "function", "function": {"name": "", "arguments": ""}}
-        )
-        if delta.get("id"):
-            call["id"] = delta["id"]
-        function = delta.get("function") or {}
-        call["function"]["name"] += function.get("name") or ""
-        call["function"]["arguments"] += function.get("arguments") or ""
-
-
-def _choice(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+def _delta(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
     return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
 
 

@@ -16,6 +16,8 @@ Launch options (``xinf launch ... --option value`` or extra launch JSON keys):
 - ``hang_after``: block the replica's event loop for good after that many chunks
   (a hung engine: the process lives, pings go unanswered).
 - ``hang_on_start``: block the event loop for that many seconds once loaded.
+- ``stall_after``: stop producing output after that many chunks while the replica
+  keeps answering pings (a stuck engine the health check cannot see).
 - ``script_path``: replay the model's local path (where its files were downloaded).
 - ``script_import``: replay ``NAME VERSION FILE`` of this module as imported by
   the replica (shows which environment the replica runs in).
@@ -24,6 +26,8 @@ Launch options (``xinf launch ... --option value`` or extra launch JSON keys):
   ``closed`` (aborted by the server) to, one line per request: shows that a
   client's disconnect reached the engine, wherever the replica runs.
 - ``vram``: bytes ``estimate_vram`` reports as weights (default 1 GiB).
+- ``host_memory``: bytes it reports as host memory on the CPU (default 64 MiB:
+  the test engine holds no weights, and its replicas must fit small machines).
 - ``context_length``: prompt words allowed (default 2048).
 """
 
@@ -37,8 +41,10 @@ from typing import Any
 
 import msgspec
 
-from xinf import hookimpl
-from xinf.engine import (
+from xinf import cores, hookimpl
+from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, LaunchError
+from xinf.stops import StopMatcher
+from xinf.types import (
     Chunk,
     Device,
     EmbedRequest,
@@ -52,8 +58,6 @@ from xinf.engine import (
     TokenLogprob,
     Usage,
 )
-from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, LaunchError
-from xinf.stops import StopMatcher
 
 ENGINE = "test"
 WORDS = (
@@ -72,12 +76,14 @@ class TestOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     crash_after: int | None = None
     hang_after: int | None = None
     hang_on_start: float = 0.0
+    stall_after: int | None = None
     script_import: str | None = None
     script_path: bool = False
     load_delay: float = 0.0
     fail_load: str | None = None
     events: str | None = None
     vram: int = GiB
+    host_memory: int = 64 << 20
     context_length: int = 2048
     max_tokens_default: int = 16
 
@@ -88,6 +94,7 @@ class TestModel:
         self.options = options
         self.placement = placement
         self.env = dict(os.environ)
+        self.threads = cores.threads(placement)  # reported as real engines size their pools
 
 
 def parse_options(options: dict[str, Any]) -> TestOptions:
@@ -115,7 +122,7 @@ def estimate_vram(spec: ModelSpec, options: dict[str, Any], devices: list[Device
         kv_cache=kv,
         overhead=overhead,
         per_device=[need // len(devices)] * len(devices) if devices else [],
-        host=0 if devices else need,
+        host=0 if devices else opts.host_memory,
     )
 
 
@@ -209,6 +216,8 @@ async def _generate(model: TestModel, request: GenerateRequest) -> AsyncIterator
             import time
 
             time.sleep(3600)  # noqa: ASYNC251 -- blocks the whole replica, as a stuck engine call would
+        if opts.stall_after is not None and n >= opts.stall_after:
+            await asyncio.sleep(3600)  # the event loop stays free: pings are answered, no token comes
         if opts.fail_after is not None and n >= opts.fail_after:
             raise EngineError(f"injected failure after {n} chunks")
         produced += 1
@@ -244,6 +253,16 @@ def embed(model: TestModel, request: EmbedRequest) -> EmbedResult:
         norm = sum(v * v for v in vec) ** 0.5 or 1.0
         vectors.append([v / norm for v in vec])
     return EmbedResult(embeddings=vectors, prompt_tokens=sum(len(t.split()) for t in texts))
+
+
+@hookimpl
+def convert_ids_to_tokens(model: TestModel, ids: list[list[int]]) -> list[list[str]]:
+    # The test vocabulary is WORDS: id i is its i-th word.
+    for row in ids:
+        for i in row:
+            if not 0 <= i < len(WORDS):
+                raise InvalidRequest(f"token id {i} is outside the vocabulary (0-{len(WORDS) - 1})", param="input")
+    return [[WORDS[i] for i in row] for row in ids]
 
 
 def _prompt_text(request: GenerateRequest) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from xinf.engine import Chunk, GenerateRequest, ModelSpec
-from xinf.toolcalls import FORCED, get_parser
+from xinf.toolcalls import FORCED, get_parser, known
 from xinf.toolcalls.base import ToolCallParser
 from xinf.toolcalls.choice import is_forced
+from xinf.types import Chunk, GenerateRequest, ModelSpec
 
 
 class ToolCallStream:
@@ -25,13 +25,13 @@ class ToolCallStream:
     @classmethod
     def for_request(cls, spec: ModelSpec | None, request: GenerateRequest, constrained: Any) -> ToolCallStream | None:
         """The stream for a request, or None when the core has nothing to parse."""
-        if spec is None or not spec.tool_call_format or not request.is_chat or not request.tools:
+        fmt = known(spec.tool_parser) if spec is not None else None
+        if fmt is None or not request.is_chat or not request.tools:
             return None
         if request.tool_choice == "none":
             return None
         forced = bool(constrained) and is_forced(request.tool_choice)
-        fmt = FORCED if forced else spec.tool_call_format
-        return cls(get_parser(fmt), parallel=request.parallel_tool_calls is not False, forced=forced)
+        return cls(get_parser(FORCED if forced else fmt), parallel=request.parallel_tool_calls is not False, forced=forced)
 
     def apply(self, chunk: Chunk) -> None:
         """Rewrite ``chunk`` in place: its text through the parser, its finish reason."""

@@ -22,9 +22,10 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from xinf.engine import Chunk, GenerateRequest, ModelSpec, TokenLogprob, Usage
 from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, XinfError
+from xinf.toolcalls import known
 from xinf.toolcalls.choice import allowed_tools, forced_name, forced_schema, is_forced
+from xinf.types import Chunk, GenerateRequest, ModelSpec, TokenLogprob, Usage
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class LlamaCppModel:
         gpu_layers: int,
         n_vocab: int = 0,
         http_key: str | None = None,
+        threads: int | None = None,
     ):
         self.server = server
         #: the key of llama.cpp's own HTTP port (``server.listening_address``), for debugging
@@ -73,6 +75,8 @@ class LlamaCppModel:
         self.context_length = per_slot  # one request gets one slot's share of n_ctx (reported to the server)
         self.gpu_layers = gpu_layers
         self.n_vocab = n_vocab
+        #: CPU threads llama.cpp runs (``cpuparams.n_threads``), reported to the server
+        self.threads = threads
         # Requests beyond the slots wait inside llama.cpp, each in its thread.
         self.executor = ThreadPoolExecutor(max_workers=max(32, 8 * n_parallel), thread_name_prefix="llama.cpp")
         self.running: set[threading.Event] = set()
@@ -145,7 +149,7 @@ class LlamaCppModel:
 
     def tools_body(self, request: GenerateRequest, body: dict[str, Any]) -> None:
         tools = request.tools or []
-        if self.spec.tool_call_format:
+        if known(self.spec.tool_parser):
             body.setdefault("chat_template_kwargs", {})["tools"] = tools
             if is_forced(request.tool_choice):
                 schema = forced_schema(tools, request.tool_choice)
@@ -322,7 +326,21 @@ class _Reader:
 def _map_exception(exc: BaseException) -> BaseException:
     # xllamacpp raises ValueError for requests it cannot parse (bad messages, response_format...).
     if isinstance(exc, ValueError):
-        return InvalidRequest(f"llama.cpp: {exc}")
+        return InvalidRequest(f"llama.cpp: {exc}", param=_param_of(str(exc)))
     if isinstance(exc, XinfError):
         return exc
     return EngineError(f"llama.cpp: {type(exc).__name__}: {exc}")
+
+
+def _param_of(message: str) -> str | None:
+    """The request field a llama.cpp parse error is about, so the 400 names it."""
+    text = message.lower()
+    for words, param in (
+        (("tool_call",), "messages"),
+        (("tool",), "tools"),
+        (("response_format", "json_schema", "schema", "grammar"), "response_format"),
+        (("message", "content", "role", "template"), "messages"),
+    ):
+        if any(w in text for w in words):
+            return param
+    return None

@@ -15,8 +15,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from xinf import hookimpl
-from xinf.engine import (
+from xinf import cores, hookimpl
+from xinf.errors import InvalidRequest, LaunchError
+from xinf.prompts import encode_prompt
+from xinf.stops import StopMatcher
+from xinf.toolcalls import known
+from xinf.types import (
     Chunk,
     Device,
     EmbedRequest,
@@ -29,9 +33,6 @@ from xinf.engine import (
     Placement,
     Usage,
 )
-from xinf.errors import InvalidRequest, LaunchError
-from xinf.prompts import encode_prompt
-from xinf.stops import StopMatcher
 from xinf_transformers import estimate as est
 from xinf_transformers import options as o
 from xinf_transformers.text import Detokenizer, make_job
@@ -88,6 +89,7 @@ class ChatModel:
         self.runner = runner
         self.context_length = context_length
         self.batching = batching
+        self.threads: int | None = None  # torch's intra-op threads
         self.eos_ids, self.stop_strings = _eos_and_stops(spec, tokenizer, model)
         from xinf_transformers import constrain
 
@@ -142,8 +144,10 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
 
     from xinf.settings import Settings
 
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
+    # The option wins; else the replica's placed cores (OMP_NUM_THREADS already says so to OpenMP).
+    threads = opts.threads or cores.threads(placement)
+    if threads:
+        torch.set_num_threads(threads)
     cuda = torch.cuda.is_available() and (opts.device == "cuda" or (opts.device == "auto" and bool(placement.devices)))
     if opts.device == "cuda" and not torch.cuda.is_available():
         raise LaunchError("device cuda was asked for but torch sees no CUDA device", param="device")
@@ -153,7 +157,9 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
     settings = Settings.from_env()
     path = spec.source.path
     if spec.model_type == "embedding" or "embed" in spec.abilities:
-        return _load_embedding(path, dtype, device, opts, settings)
+        embedder = _load_embedding(path, dtype, device, opts, settings)
+        embedder.threads = torch.get_num_threads()  # reported to the server
+        return embedder
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -191,7 +197,9 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
         context,
         f"continuous batching of up to {opts.max_num_seqs} requests" if batching else "one request at a time",
     )
-    return ChatModel(spec, tokenizer, model, runner, context, batching)
+    chat = ChatModel(spec, tokenizer, model, runner, context, batching)
+    chat.threads = torch.get_num_threads()  # reported to the server
+    return chat
 
 
 def _load_embedding(path: str, dtype: Any, device: str, opts: o.Options, settings: Any) -> Any:
@@ -233,7 +241,7 @@ async def generate(model: Any, request: GenerateRequest) -> AsyncIterator[Chunk]
         )
     stops = StopMatcher([*request.stop, *model.stop_strings])
     eos = set(job.eos_ids)
-    parsing_tools = bool(request.tools and model.spec.tool_call_format and request.tool_choice != "none")
+    parsing_tools = bool(request.tools and known(model.spec.tool_parser) and request.tool_choice != "none")
     text = Detokenizer(model.tokenizer, keep_special=parsing_tools, drop=eos if parsing_tools else ())
     produced = 0
     finish = "length"
@@ -267,6 +275,16 @@ async def embed(model: Any, request: EmbedRequest) -> EmbedResult:
     if not isinstance(model, EmbeddingModel):
         raise InvalidRequest("this model does not embed: use a model with the embed ability", param="model")
     return await model.embed(request)
+
+
+@hookimpl
+def convert_ids_to_tokens(model: Any, ids: list[list[int]]) -> list[list[str]]:
+    tokenizer = model.tokenizer  # chat and embedding models both keep theirs
+    size = len(tokenizer)
+    bad = [i for row in ids for i in row if not 0 <= i < size]
+    if bad:
+        raise InvalidRequest(f"token ids {bad[:5]} are outside the vocabulary (0-{size - 1})", param="input")
+    return [list(tokenizer.convert_ids_to_tokens(row)) for row in ids]
 
 
 @hookimpl

@@ -7,10 +7,10 @@ from typing import Any
 
 import msgspec
 
-from xinf.engine import GenerateRequest, TokenLogprob
 from xinf.errors import InvalidRequest
 from xinf.prompts import output_room
 from xinf.toolcalls.choice import forced_schema, is_forced
+from xinf.types import GenerateRequest, TokenLogprob
 from xinf_transformers.constrain import schema_of
 
 GREEDY_BELOW = 1e-5  # temperatures under this mean greedy decoding
