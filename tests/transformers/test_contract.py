@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 import pytest
+import tinymodels_rerank
 
 from xinf import hub
 from xinf.registry import Registry
@@ -54,6 +55,21 @@ class TestBatched(EngineContract):
     @classmethod
     def embed_options(cls) -> dict[str, Any]:
         return {"threads": 1}
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def operation_specs(cls) -> dict[str, ModelSpec]:
+        """A tiny cross-encoder of the real architecture (tools/tinymodels_rerank.py) for ``rerank``."""
+        path = tinymodels_rerank.ensure()
+        return {
+            "rerank": ModelSpec(
+                name="rerank-tiny",
+                format="pytorch",
+                abilities=["rerank"],
+                model_type="rerank",
+                source=ModelSource(path=str(path)),
+            )
+        }
 
 
 class TestOneAtATime(TestBatched):

@@ -18,20 +18,30 @@ when the defaults do not fit, the others)::
         @classmethod
         def embed_spec(cls) -> ModelSpec | None: ...   # required when the engine implements embed
 
+        @pytest.fixture(scope="class")
+        @classmethod
+        def operation_specs(cls) -> dict[str, ModelSpec]: ...   # {"rerank": spec, ...} for the other model types
+
 The tests load the engine in the test process through its entry point and
 call every hook (``match_model``, ``estimate_vram``, ``load``, ``generate``,
-``embed``, ``convert_ids_to_tokens``, ``unload``) as the server and the replica
-process do.
+``embed``, ``convert_ids_to_tokens``, ``unload``, and ``rerank``,
+``transcribe``, ``speech`` and ``text_to_image`` for the other model types)
+as the server and the replica process do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.metadata
 import inspect
+import io
 import json
+import math
+import struct
 import subprocess
 import sys
+import wave
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -40,6 +50,16 @@ import pytest_asyncio
 
 from xinf.devices import inventory
 from xinf.errors import InvalidRequest
+from xinf.operations import (
+    AudioChunk,
+    ImageRequest,
+    ImageResult,
+    RerankRequest,
+    RerankResult,
+    SpeechRequest,
+    TranscribeRequest,
+    TranscribeResult,
+)
 from xinf.plugins import GROUP, PluginHost
 from xinf.types import (
     Chunk,
@@ -62,6 +82,28 @@ async def collect(stream: AsyncIterator[Chunk]) -> list[Chunk]:
 
 def text_of(chunks: list[Chunk]) -> str:
     return "".join(c.text for c in chunks)
+
+
+#: the hooks of the other model types, and the ability their model has
+OPERATIONS = {"rerank": "rerank", "transcribe": "audio2text", "speech": "text2audio", "text_to_image": "text2image"}
+
+
+def tone_wav(seconds: float = 1.0, rate: int = 16000) -> bytes:
+    """A 440 Hz tone as a WAV file: audio any speech-to-text engine can decode."""
+    frames = b"".join(
+        struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / rate))) for i in range(int(seconds * rate))
+    )
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(frames)
+    return out.getvalue()
+
+
+async def resolved(result: Any) -> Any:
+    return await result if inspect.isawaitable(result) else result
 
 
 # One event loop per test class: engines that bind to a loop at load (vLLM) keep working.
@@ -99,6 +141,23 @@ class EngineContract:
     @classmethod
     def embed_options(cls) -> dict[str, Any]:
         return {}
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def operation_specs(cls) -> dict[str, ModelSpec]:
+        """A model to test each hook of ``OPERATIONS`` the engine implements on (``{"rerank": spec}``)."""
+        return {}
+
+    @contextlib.asynccontextmanager
+    async def loaded_for(self, host: PluginHost, specs: dict[str, ModelSpec], hook: str) -> AsyncIterator[Any]:
+        """The model ``specs`` gives for ``hook``, loaded for one test; skips when the engine lacks the hook."""
+        if not host.has_hook(self.engine, hook):
+            pytest.skip(f"the engine does not implement {hook}")
+        loaded = await self.load(host, specs[hook], {})
+        try:
+            yield loaded
+        finally:
+            await self.unload(host, loaded)
 
     @classmethod
     async def load(cls, host: PluginHost, spec: ModelSpec, options: dict[str, Any]) -> Any:
@@ -272,6 +331,49 @@ class EngineContract:
         assert result.embeddings[0] == pytest.approx(result.embeddings[2], abs=1e-4)  # same text, same vector
         assert result.embeddings[0] != pytest.approx(result.embeddings[1], abs=1e-4)
         assert result.prompt_tokens > 0
+
+    # ------------------------------------------------------------ other model types
+
+    def test_each_operation_has_a_model_to_test(self, host: PluginHost, operation_specs: dict[str, ModelSpec]) -> None:
+        """An engine that implements rerank, transcribe, speech or text_to_image names a model for each."""
+        for hook, ability in OPERATIONS.items():
+            if host.has_hook(self.engine, hook):
+                assert hook in operation_specs, f"{self.engine} implements {hook}: give operation_specs a model for it"
+                assert ability in operation_specs[hook].abilities
+
+    @aio
+    async def test_rerank_scores_each_document(self, host: PluginHost, operation_specs: dict[str, ModelSpec]) -> None:
+        async with self.loaded_for(host, operation_specs, "rerank") as model:
+            request = RerankRequest(query="the sea", documents=["The sea is calm.", "Bread needs flour."])
+            result = await resolved(host.hook(self.engine, "rerank")(model=model, request=request))
+        assert isinstance(result, RerankResult)
+        assert len(result.scores) == len(result.tokens) == 2 and all(t > 0 for t in result.tokens)
+
+    @aio
+    async def test_transcribe_hears_a_file(self, host: PluginHost, operation_specs: dict[str, ModelSpec]) -> None:
+        async with self.loaded_for(host, operation_specs, "transcribe") as model:
+            request = TranscribeRequest(audio=tone_wav())
+            result = await resolved(host.hook(self.engine, "transcribe")(model=model, request=request))
+            with pytest.raises(InvalidRequest):
+                await resolved(host.hook(self.engine, "transcribe")(model=model, request=TranscribeRequest(audio=b"x")))
+        assert isinstance(result, TranscribeResult)
+        assert result.duration == pytest.approx(1.0, abs=0.1)
+
+    @aio
+    async def test_speech_streams_audio(self, host: PluginHost, operation_specs: dict[str, ModelSpec]) -> None:
+        async with self.loaded_for(host, operation_specs, "speech") as model:
+            request = SpeechRequest(input="The sea is calm today.")
+            chunks = [c async for c in host.hook(self.engine, "speech")(model=model, request=request)]
+        assert chunks and all(isinstance(c, AudioChunk) and c.sample_rate > 0 for c in chunks)
+        assert sum(len(c.pcm) for c in chunks) > 0
+
+    @aio
+    async def test_text_to_image_makes_pngs(self, host: PluginHost, operation_specs: dict[str, ModelSpec]) -> None:
+        async with self.loaded_for(host, operation_specs, "text_to_image") as model:
+            request = ImageRequest(prompt="a red square", n=1, width=64, height=64, seed=1)
+            result = await resolved(host.hook(self.engine, "text_to_image")(model=model, request=request))
+        assert isinstance(result, ImageResult) and len(result.images) == 1
+        assert result.images[0].startswith(b"\x89PNG")
 
     @aio
     async def test_context_overflow_is_a_client_error(self, host: PluginHost, model: Any) -> None:
