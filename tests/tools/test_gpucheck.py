@@ -179,6 +179,7 @@ def test_carried_requirements_are_pinned() -> None:
 
 def test_reserve_is_the_estimators() -> None:
     from gpucheck.llamacpp_check import RESERVE
+
     from xinf_llamacpp.estimate import DEVICE_RESERVE
 
     assert RESERVE == DEVICE_RESERVE
