@@ -107,6 +107,7 @@ def test_documented_defaults(tmp_path: Path) -> None:
         "XINF_VIRTUAL_ENV_ALLOW_URLS": (s.virtual_env_allow_urls, False),
         "XINF_VIRTUAL_ENV_INDEX_URL": (s.virtual_env_index_url, None),
         "XINF_VIRTUAL_ENV_FIND_LINKS": (s.virtual_env_find_links, []),
+        "XINF_CPU_CORES_PER_REPLICA": (s.cpu_cores_per_replica, None),
     }
     for name, (value, default) in expected.items():
         assert value == default, name
@@ -169,6 +170,8 @@ def test_documented_defaults(tmp_path: Path) -> None:
         ("XINF_VIRTUAL_ENV_ALLOW_URLS", "1", "virtual_env_allow_urls", True),
         ("XINF_VIRTUAL_ENV_INDEX_URL", "http://pypi.local/simple", "virtual_env_index_url", "http://pypi.local/simple"),
         ("XINF_VIRTUAL_ENV_FIND_LINKS", "/wheels", "virtual_env_find_links", ["/wheels"]),
+        ("XINF_CPU_CORES_PER_REPLICA", "2", "cpu_cores_per_replica", 2),
+        ("XINF_CPU_CORES_PER_REPLICA", "0", "cpu_cores_per_replica", 0),
     ],
 )
 def test_each_variable_is_read(name: str, raw: str, field: str, value: object) -> None:
@@ -190,6 +193,9 @@ def test_each_variable_is_read(name: str, raw: str, field: str, value: object) -
         ("XINFERENCE_MAX_TOKENS", "-5", "XINFERENCE_MAX_TOKENS='-5' must be at least 1"),
         ("XINFERENCE_LAUNCH_STRATEGY", "RANDOM", "XINFERENCE_LAUNCH_STRATEGY='RANDOM' is not one of"),
         ("XINF_MAX_BODY_BYTES", "10", "XINF_MAX_BODY_BYTES='10' must be at least 1024"),
+        ("XINF_CPU_CORES_PER_REPLICA", "-1", "XINF_CPU_CORES_PER_REPLICA='-1' must be at least 0"),
+        ("XINF_SIMULATED_CPU_CORES", "0", "XINF_SIMULATED_CPU_CORES='0' must be at least 1"),
+        ("XINF_SIMULATED_HOST_MEMORY", "lots", "XINF_SIMULATED_HOST_MEMORY: not a size: 'lots'"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, raw: str, message: str) -> None:

@@ -65,8 +65,11 @@ def estimate_vram(spec: ModelSpec, options: dict[str, Any], devices: list[Device
     model, before anything is loaded.  ``devices`` are the devices the replica
     would be placed on, with their free memory after other reservations (an
     empty list means CPU only).  Engines that can offload part of a model
-    choose how many layers fit and say so in ``gpu_layers``.  Return None when
-    the engine cannot estimate: the scheduler then places by device count only.
+    choose how many layers fit and say so in ``gpu_layers``.  ``host`` is what
+    stays in host memory (everything, on the CPU): the scheduler reserves it
+    on the replica's machine and refuses a launch it does not fit.  Return None
+    when the engine cannot estimate: the scheduler then places by device count
+    only and checks no memory.
     """
 
 
@@ -79,7 +82,11 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
 
     Called once in the replica process, only on the chosen engine.  The process
     already has the model's environment variables and ``CUDA_VISIBLE_DEVICES``
-    set from ``placement``; ``spec.source.path`` is the local file or directory.
+    set from ``placement``, and is pinned to ``placement.cores`` (with
+    ``OMP_NUM_THREADS`` and the like sized to them): size the engine's own
+    thread options from ``xinf.cores.threads(placement)`` unless the user gave
+    them (a ``threads`` attribute of the returned object is shown with the
+    replica).  ``spec.source.path`` is the local file or directory.
     Raise ``xinf.errors.LaunchError`` (or any exception) when loading fails:
     the launch fails with that message.  Unknown or invalid ``options`` should
     raise ``LaunchError`` naming them.
@@ -106,6 +113,17 @@ def embed(model: Any, request: EmbedRequest) -> EmbedResult:
 
     Called in the replica process for models with the ``embed`` ability, on the
     plugin that loaded ``model``.
+    """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
+
+
+@hookspec
+def convert_ids_to_tokens(model: Any, ids: list[list[int]]) -> list[list[str]]:
+    """The tokens of each list of token ids, as the model's tokenizer spells them; optional.
+
+    Called in the replica process for ``POST /v1/convert_ids_to_tokens``
+    (xinference-client's ``convert_ids_to_tokens``) on the plugin that loaded
+    ``model``.  An engine without it answers that request with a 400.
     """
     raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
 

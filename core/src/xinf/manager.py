@@ -184,9 +184,17 @@ class ModelManager:
         return list(getattr(module, "VIRTUAL_ENV_PACKAGES", []) or [])
 
     def _place(
-        self, model: RunningModel, hardware: Hardware, replicas: int, req: LaunchRequest, first: int
+        self,
+        model: RunningModel,
+        hardware: Hardware,
+        replicas: int,
+        req: LaunchRequest,
+        first: int,
+        like: int | None = None,
     ) -> list[Placement]:
         """Where ``replicas`` replicas of ``model`` go, numbered from ``first`` (reserves nothing).
+
+        ``like``: cores per replica when the model's other replicas already have that many.
 
         Also notes which machines have GPUs: ``_replica`` hides the GPUs from a CPU replica there.
         """
@@ -221,7 +229,12 @@ class ModelManager:
             allow_multi_replica=self.settings.allow_multi_replica_per_gpu,
             first_replica=first,
             worker_ip=req.worker_ip,
+            cores_per_replica=self.settings.cpu_cores_per_replica if like is None else like,
         )
+
+    def _core_count(self, pl: Placement) -> int | None:
+        """Cores a replica like ``pl`` gets (added, or moved to another node): as many as it has, by default."""
+        return len(pl.cores) if self.settings.cpu_cores_per_replica is None and pl.cores else None
 
     def _replica(self, model: RunningModel, pl: Any) -> ReplicaHandle:
         index = pl.replica
@@ -348,7 +361,7 @@ class ModelManager:
             return where
         key = f"{model.uid}/{dead.index}"
         self.ledger.release(key)
-        [fresh] = self._place(model, hardware, 1, model.request, dead.index)
+        [fresh] = self._place(model, hardware, 1, model.request, dead.index, like=self._core_count(where))
         self.ledger.add(key, fresh)
         log.warning("%s lost node %s; placing it on node %s", dead.name, where.node[:12], (fresh.node or "")[:12])
         return fresh
@@ -363,7 +376,8 @@ class ModelManager:
         first = max((r.index for r in model.replicas), default=-1) + 1
         request = msgspec.structs.replace(model.request, n_gpu=n_gpu) if n_gpu != "auto" else model.request
         hardware = await asyncio.to_thread(self.hardware)
-        placements = self._place(model, hardware, count, request, first)
+        like = self._core_count(model.replicas[0].launch.placement) if model.replicas else None
+        placements = self._place(model, hardware, count, request, first, like=like)
         fresh = self._reserve(model, placements)
         failure = await _start_all(fresh)
         if failure is not None:

@@ -45,7 +45,9 @@ class RunningModel:
         self.python = sys.executable  # a virtual environment's interpreter when the launch needs packages
         self.inflight = 0
         self._next = 0
-        self.routing: str = request.routing or "least_busy"  # the manager fills in XINF_ROUTING when the launch says none
+        self.routing: str = (
+            request.routing or "least_busy"
+        )  # the manager fills in XINF_ROUTING when the launch says none
         self.prefixes = PrefixTable()
 
     def stats_of(self, replica: ReplicaHandle) -> ReplicaStats:
@@ -222,6 +224,10 @@ class RunningModel:
                     "devices": r.launch.placement.devices,
                     "reserved": r.launch.placement.reserved,
                     "gpu_layers": r.launch.placement.gpu_layers,
+                    "host_memory": r.launch.placement.host,
+                    "cores": r.launch.placement.cores,
+                    "cpus": r.info.get("cpus"),  # the real CPUs pinned (simulated cores map onto them)
+                    "threads": r.info.get("threads"),  # as the engine reports them
                     "node": r.node,
                     "log": r.log,
                 }

@@ -56,6 +56,8 @@ class Sampling(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     user: str | None = None
     ignore_eos: bool = False
     logit_bias: dict[str, float] | None = None
+    # Xinference's generate_config["request_id"]: names the request for abort and progress.
+    request_id: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
 
     @property
     def stops(self) -> list[str]:
@@ -117,6 +119,7 @@ class LaunchRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     virtual_env_packages: list[str] | None = None
     virtual_env_find_links: list[str] | None = None
     download_hub: Literal["huggingface", "modelscope", "csghub"] | None = None
+    autostart: bool = False  # launch it again whenever the server starts (an autostart entry)
     routing: Literal["least_busy", "prefix"] | None = None  # default: XINF_ROUTING
     # Accepted for compatibility with Xinference clients, unused here.
     n_worker: int | None = None

@@ -69,6 +69,7 @@ class Settings(msgspec.Struct, kw_only=True):
     virtual_env_allow_urls: bool = False
     virtual_env_index_url: str | None = None
     virtual_env_find_links: list[str] = msgspec.field(default_factory=list)
+    cpu_cores_per_replica: int | None = None  # None: the node's cores divided among a launch's replicas
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -109,6 +110,16 @@ class Settings(msgspec.Struct, kw_only=True):
         s.max_body = _int(env, "XINF_MAX_BODY_BYTES", s.max_body, 1024)
         s.routing = _choice(env, "XINF_ROUTING", s.routing, ("least_busy", "prefix"))
         _security(env, s)
+        if env.get("XINF_CPU_CORES_PER_REPLICA", "").strip():
+            s.cpu_cores_per_replica = _int(env, "XINF_CPU_CORES_PER_REPLICA", 0, 0)
+        _int(env, "XINF_SIMULATED_CPU_CORES", 1, 1)  # read by the inventory; checked here so a typo stops start-up
+        if env.get("XINF_SIMULATED_HOST_MEMORY", "").strip():
+            from xinf.devices import parse_size
+
+            try:
+                parse_size(env["XINF_SIMULATED_HOST_MEMORY"])
+            except ValueError as exc:
+                raise SettingsError(f"XINF_SIMULATED_HOST_MEMORY: {exc}") from None
         return s
 
 

@@ -27,6 +27,7 @@ class ModelSource(msgspec.Struct, kw_only=True, omit_defaults=True):
     modelscope: str | None = None
     csghub: str | None = None
     file: str | None = None
+    parts: list[str] | None = None  # a GGUF split in parts: every part's file name, ``file`` is the first
     package: str | None = None
     path: str | None = None
 
@@ -83,6 +84,7 @@ class Node(msgspec.Struct, frozen=True, kw_only=True):
     memory_total: int = 0
     memory_available: int = 0
     local: bool = False
+    cores: list[int] = msgspec.field(default_factory=list)  # CPU ids replicas may use; empty: range(cpu_count)
 
 
 class Hardware(msgspec.Struct, kw_only=True):
@@ -100,6 +102,7 @@ class Hardware(msgspec.Struct, kw_only=True):
     memory_available: int
     devices: list[Device] = msgspec.field(default_factory=list)
     nodes: list[Node] = msgspec.field(default_factory=list)
+    cores: list[int] = msgspec.field(default_factory=list)  # CPU ids replicas may use; empty: range(cpu_count)
 
     @property
     def has_cuda(self) -> bool:
@@ -157,13 +160,17 @@ class Placement(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Where the scheduler put a replica.  ``devices`` empty means CPU.
 
     ``node`` is the cluster node it runs on (None on a single machine);
-    ``devices`` are indexes on that node.
+    ``devices`` are indexes on that node.  ``host`` is the host memory
+    reserved for it (bytes), ``cores`` the CPU cores of its node it runs on
+    (empty: not placed, ``XINF_CPU_CORES_PER_REPLICA=0``); see ``xinf.cores``.
     """
 
     replica: int = 0
     node: str | None = None
     devices: list[int] = msgspec.field(default_factory=list)
     reserved: list[int] = msgspec.field(default_factory=list)
+    host: int = 0
+    cores: list[int] = msgspec.field(default_factory=list)
     gpu_layers: int | None = None
     estimate: MemoryEstimate | None = None
 

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from xinf.cli import ops
+from xinf.cli.catalog import catalog
 from xinf.cli.options import client, echo_json, endpoint_option, json_option
 from xinf.cli.table import render
 
@@ -271,8 +272,11 @@ def print_plan(plan: dict[str, Any]) -> None:
         layers = f"{r['gpu_layers']}/{est.get('total_layers', '?')}" if r.get("gpu_layers") is not None else "-"
         total = format_bytes(est["weights"] + est["kv_cache"] + est["overhead"]) if est else "unknown"
         node = [(r.get("node") or "")[:12]] if nodes else []
-        rows.append((r.get("replica", 0), *node, devices, reserved, layers, total))
-    headers = ["REPLICA", *(["NODE"] if nodes else []), "DEVICES", "RESERVED", "GPU LAYERS", "ESTIMATE"]
+        host = format_bytes(r["host"]) if r.get("host") else "-"
+        cores = replica_cores([r])
+        rows.append((r.get("replica", 0), *node, devices, reserved, layers, host, cores, total))
+    headers = ["REPLICA", *(["NODE"] if nodes else []), "DEVICES", "RESERVED", "GPU LAYERS", "HOST MEMORY", "CORES"]
+    headers.append("ESTIMATE")
     click.echo(render(headers, rows))
 
 
@@ -363,14 +367,20 @@ def list_models(endpoint: str, api_key: str | None, as_json: bool) -> None:
             m["model_format"],
             m.get("model_size_in_billions"),
             m.get("quantization"),
-            sum(1 for r in m.get("replicas", []) if r["status"] == "ready"),
-            m["replica"],
+            f"{sum(1 for r in m.get('replicas', []) if r['status'] == 'ready')}/{m['replica']}",
+            replica_cores(m.get("replicas", [])),
             m["status"] + (f": {m['error']}" if m.get("error") else ""),
         )
         for m in data
     ]
-    ready = [(*r[:6], f"{r[6]}/{r[7]}", r[8]) for r in rows]
-    click.echo(render(["UID", "NAME", "ENGINE", "FORMAT", "SIZE(B)", "QUANT", "REPLICAS", "STATUS"], ready))
+    click.echo(render(["UID", "NAME", "ENGINE", "FORMAT", "SIZE(B)", "QUANT", "REPLICAS", "CORES", "STATUS"], rows))
+
+
+def replica_cores(replicas: list[dict[str, Any]]) -> str:
+    """Each replica's CPU cores, ``0-1 | 2-3``; ``-`` where cores are not placed."""
+    from xinf.cores import ranges
+
+    return " | ".join(ranges(r.get("cores") or []) or "-" for r in replicas) or "-"
 
 
 @cli.command()
@@ -467,20 +477,40 @@ def unregister(model_name: str, model_type: str, endpoint: str, api_key: str | N
 
 
 @cli.command()
-@click.option("-t", "--model-type", default="LLM", show_default=True, type=click.Choice(["LLM", "embedding"]))
-@click.option("--all", "show_all", is_flag=True, help="Include built-in models.")
+@click.option("-t", "--model-type", default=None, help="LLM, embedding, rerank, ... (default: every type)")
+@click.option("--all", "show_all", is_flag=True, help="Include built-in models (the catalogue).")
+@click.option("-s", "--search", default=None, help="Only names containing this text.")
+@click.option("-a", "--ability", default=None, help="Only models with this ability (chat, embed, reasoning, ...).")
 @endpoint_option
 @json_option
-def registrations(model_type: str, show_all: bool, endpoint: str, api_key: str | None, as_json: bool) -> None:
-    """List registered models (custom ones; --all adds built-ins)."""
-    data = client(endpoint, api_key).get(f"/v1/model_registrations/{model_type}", params={"detailed": "true"})
+def registrations(
+    model_type: str | None,
+    show_all: bool,
+    search: str | None,
+    ability: str | None,
+    endpoint: str,
+    api_key: str | None,
+    as_json: bool,
+) -> None:
+    """List registered models (custom ones; --all adds built-ins), searchable by name, type and ability."""
+    http = client(endpoint, api_key)
+    types = [model_type] if model_type else ["LLM", "embedding", "rerank", "audio", "image"]
+    data = [m for t in types for m in http.get(f"/v1/model_registrations/{t}", params={"detailed": "true"})]
     if not show_all:
         data = [m for m in data if not m["is_builtin"]]
+    if search:
+        data = [m for m in data if search.lower() in m["model_name"].lower()]
+    if ability:
+        data = [m for m in data if ability.lower() in (a.lower() for a in m.get("abilities", []))]
     if as_json:
         echo_json(data)
         return
     if not data:
-        click.echo("no custom models registered" + ("" if show_all else " (--all shows built-ins)"))
+        click.echo(
+            "no models match"
+            if search or ability
+            else "no custom models registered" + ("" if show_all else " (--all shows built-ins)")
+        )
         return
     rows = []
     for m in data:
@@ -545,6 +575,7 @@ def devices(endpoint: str, api_key: str | None, as_json: bool) -> None:
 
 
 ops.register(cli)  # cached, remove-cache, virtualenvs
+cli.add_command(catalog)  # catalog import
 
 
 def main() -> None:

@@ -139,6 +139,7 @@ class RayCluster:
                     memory_total=hw.memory_total,
                     memory_available=hw.memory_available,
                     local=node == self.local_node,
+                    cores=hw.cores,
                 )
             )
             found += [msgspec.structs.replace(d, node=node) for d in hw.devices]

@@ -21,13 +21,15 @@ import traceback
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
-from xinf.errors import LaunchError, XinfError
+from xinf import cores
+from xinf.errors import InvalidRequest, LaunchError, XinfError
 from xinf.plugins import PluginHost
 from xinf.reasoning import ReasoningSplitter
 from xinf.replica import protocol as p
 from xinf.types import Chunk, GenerateRequest, ModelSpec
 
 log = logging.getLogger("xinf.replica")
+CALLABLE_HOOKS = ("convert_ids_to_tokens",)  # optional per-model hooks the server may call by name
 
 
 class Outlet(Protocol):
@@ -71,6 +73,9 @@ class Replica:
         self.generate_fn: Callable[..., Any] | None = None
         self.embed_fn: Callable[..., Any] | None = None
         self.unload_fn: Callable[..., Any] | None = None
+        self.host: PluginHost | None = None
+        self.engine = ""
+        self.info: dict[str, Any] = {}
 
     def send(self, frame: p.Frame) -> None:
         self.outlet.send(frame)
@@ -83,7 +88,10 @@ class Replica:
         if not info.ok:
             raise LaunchError(f"engine {launch.engine!r} failed to load: {info.error}")
         self.spec = launch.spec
+        self.host, self.engine = host, launch.engine
         self.enable_thinking = launch.enable_thinking
+        # Pinned before the engine starts its thread pools, which size themselves to what they may use.
+        cpus = cores.pin(launch.placement.cores)
         result = host.hook(launch.engine, "load")(spec=launch.spec, options=launch.options, placement=launch.placement)
         self.model = await result if inspect.isawaitable(result) else result
         if host.has_hook(launch.engine, "generate"):
@@ -92,12 +100,19 @@ class Replica:
             self.embed_fn = host.hook(launch.engine, "embed")
         if host.has_hook(launch.engine, "unload"):
             self.unload_fn = host.hook(launch.engine, "unload")
+        # What the server shows per replica: the real CPUs pinned and the threads the engine runs.
+        self.info = {"cpus": cpus, "threads": getattr(self.model, "threads", None)}
 
     # ------------------------------------------------------------ requests
 
-    def submit(self, frame: p.Generate | p.Embed) -> None:
+    def submit(self, frame: p.Generate | p.Embed | p.Call) -> None:
         """Serve one request in its own task (``cancel`` ends it); the replica process is already running."""
-        coro = self.generate(frame) if isinstance(frame, p.Generate) else self.embed(frame)
+        if isinstance(frame, p.Generate):
+            coro = self.generate(frame)
+        elif isinstance(frame, p.Embed):
+            coro = self.embed(frame)
+        else:
+            coro = self.call(frame)
         task = asyncio.get_running_loop().create_task(self.guard(frame.id, coro))
         rid = frame.id
         self.tasks[rid] = task
@@ -170,6 +185,16 @@ class Replica:
             result = await result
         self.send(p.Embedded(id=frame.id, result=result))
 
+    async def call(self, frame: p.Call) -> None:
+        if frame.hook not in CALLABLE_HOOKS:
+            raise XinfError(f"{frame.hook!r} cannot be called on a replica")
+        if self.host is None or not self.host.has_hook(self.engine, frame.hook):
+            raise InvalidRequest(f"engine {self.engine} does not implement {frame.hook}", param="model")
+        result = self.host.hook(self.engine, frame.hook)(model=self.model, **frame.args)
+        if inspect.isawaitable(result):
+            result = await result
+        self.send(p.Returned(id=frame.id, value=result))
+
     async def shutdown(self) -> None:
         for task in list(self.tasks.values()):
             task.cancel()
@@ -213,14 +238,14 @@ async def serve_stream(reader: asyncio.StreamReader, outlet: Outlet) -> int:
         replica.send(p.Fail(id=0, status=getattr(exc, "status", 400), error=error))
         await outlet.drain()
         return 1
-    replica.send(p.Hello(pid=os.getpid(), info={}))
+    replica.send(p.Hello(pid=os.getpid(), info=replica.info))
     print(f"replica ready: {launch.spec.name} on engine {launch.engine} (pid {os.getpid()})", flush=True)
     while True:
         try:
             frame = await p.read_frame(reader)
         except (asyncio.IncompleteReadError, ConnectionError):
             break  # the server went away: nobody is left to serve
-        if isinstance(frame, (p.Generate, p.Embed)):
+        if isinstance(frame, (p.Generate, p.Embed, p.Call)):
             replica.submit(frame)
         elif isinstance(frame, p.Cancel):
             replica.cancel(frame.id)

@@ -358,12 +358,12 @@ class ReplicaHandle:
                 except ReplicaDied:
                     pass
 
-    async def _round_trip(self, frame: p.Embed | p.Ping, timeout: float | None = None) -> Any:
-        """Send a frame that has exactly one reply (an embedding, a pong) and wait for that reply."""
+    async def _round_trip(self, frame: p.Embed | p.Call | p.Ping, timeout: float | None = None) -> Any:
+        """Send a frame that has exactly one reply (an embedding, a hook's value, a pong) and wait for that reply."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
         self.waiters[frame.id] = waiter
-        request = type(frame) is p.Embed  # pings do not make a replica look busy
+        request = type(frame) is not p.Ping  # pings do not make a replica look busy
         self.inflight += request
         try:
             if request:
@@ -395,6 +395,11 @@ class ReplicaHandle:
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         frame = await self._round_trip(p.Embed(id=next(self.ids), request=request))
         return frame.result  # type: ignore[no-any-return]
+
+    async def call(self, hook: str, **args: Any) -> Any:
+        """The value of the engine's optional ``hook`` for this replica's model."""
+        frame = await self._round_trip(p.Call(id=next(self.ids), hook=hook, args=args))
+        return frame.value
 
     async def ping(self, timeout: float) -> None:
         await self._round_trip(p.Ping(id=next(self.ids)), timeout)

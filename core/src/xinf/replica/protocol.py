@@ -45,6 +45,14 @@ class Embed(Frame):
     request: EmbedRequest
 
 
+class Call(Frame):
+    """An optional engine hook called by name with the loaded model (``convert_ids_to_tokens``)."""
+
+    id: int
+    hook: str
+    args: dict[str, Any]
+
+
 class Cancel(Frame):
     id: int
 
@@ -89,7 +97,14 @@ class Pong(Frame):
     id: int
 
 
-AnyFrame = Launch | Generate | Embed | Cancel | Ping | Shutdown | Hello | Out | Done | Fail | Embedded | Pong
+class Returned(Frame):
+    id: int
+    value: Any
+
+
+AnyFrame = (
+    Launch | Generate | Embed | Call | Cancel | Ping | Shutdown | Hello | Out | Done | Fail | Embedded | Pong | Returned
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[AnyFrame] = msgspec.msgpack.Decoder(AnyFrame)

@@ -27,7 +27,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Open without a key: liveness probes, the route Xinference clients call
 # before they send their key to learn whether one is needed, and the web page
 # (it holds no data; it asks for the key and sends it with its API calls).
-OPEN_PATHS = frozenset({"/health", "/v1/cluster/auth", "/"})
+OPEN_PATHS = frozenset({"/health", "/v1/cluster/auth", "/", "/token"})  # /token checks the key itself
 OPEN_PREFIX = "/web/"
 
 

@@ -19,7 +19,7 @@ from xinf.errors import InvalidRequest, NotFound, XinfError
 from xinf.manager import ModelManager
 from xinf.plugins import PluginHost
 from xinf.registry import Registry
-from xinf.server import admin, openai, security, web
+from xinf.server import admin, lifecycle, openai, security, web, xinference
 from xinf.server.http import error_response, json_response
 from xinf.server.openapi import document
 from xinf.server.state import State, state
@@ -49,6 +49,8 @@ async def metrics(request: Request) -> Response:
 
 def routes(settings: Settings) -> list[BaseRoute]:
     table: list[BaseRoute] = [
+        *xinference.routes(),  # fixed paths ahead of /v1/models/{uid} and friends
+        *lifecycle.routes(),
         Route("/health", admin.health, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/v1/models", openai.list_models, methods=["GET"]),
@@ -68,7 +70,6 @@ def routes(settings: Settings) -> list[BaseRoute]:
         Route("/v1/completions", openai.completions, methods=["POST"]),
         Route("/v1/embeddings", openai.embeddings, methods=["POST"]),
         Route("/v1/engines", admin.engines, methods=["GET"]),
-        Route("/v1/engines/{model_name}", admin.engines, methods=["GET"]),
         Route("/v1/model_registrations/{model_type}", admin.registrations, methods=["GET"]),
         Route("/v1/model_registrations/{model_type}", admin.register, methods=["POST"]),
         Route("/v1/model_registrations/{model_type}/{name}", admin.registration, methods=["GET"]),
@@ -78,7 +79,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
     ]
     if not settings.disable_metrics:  # XINFERENCE_DISABLE_METRICS=1: no route at all (404)
         table.append(Route("/metrics", metrics, methods=["GET"]))
-    return table + web.routes()
+    return table + web.routes() + xinference.fallback_routes()
 
 
 async def on_xinf_error(request: Request, exc: Exception) -> Response:
@@ -127,11 +128,15 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        tasks: list[asyncio.Future[Any]] = [asyncio.ensure_future(_launch(manager, body)) for body in launch_at_start or []]
+        tasks: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(_launch(manager, body)) for body in launch_at_start or []
+        ]
         tasks.append(asyncio.ensure_future(asyncio.to_thread(storage.sweep, settings.home)))
+        lifecycle.autostart(st).start_all()  # models marked for autostart come back with the server
         try:
             yield
         finally:
+            lifecycle.autostart(st).close()
             for task in tasks:
                 task.cancel()
             await manager.shutdown()

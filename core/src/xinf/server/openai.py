@@ -153,8 +153,11 @@ async def chat_completions(request: Request) -> Response:
     model = st.manager.get(req.model)
     limits.check_chat(req, model.spec.abilities, model.uid, st.settings)
     gen = chat_request(req, model, st)
-    first, rest = await first_and_rest(model.generate(gen, req.n, keepalive(st, req.stream)))
     cid = f"chatcmpl-{secrets.token_hex(12)}"
+    tracked = st.requests.start(model.uid, req.request_id or cid, gen.max_tokens, req.n)
+    first, rest = await first_and_rest(
+        st.requests.watch(tracked, model.generate(gen, req.n, keepalive(st, req.stream)))
+    )
     created = int(time.time())
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -227,8 +230,10 @@ async def completions(request: Request) -> Response:
     limits.check_choices(req.n, len(prompts), st.settings)
     gens = [completion_request(req, prompt, model, st) for prompt in prompts]
     pings = keepalive(st, req.stream)
-    first, rest = await first_and_rest(merged([model.generate(g, req.n, pings) for g in gens], req.n))
     cid = f"cmpl-{secrets.token_hex(12)}"
+    tracked = st.requests.start(model.uid, req.request_id or cid, gens[0].max_tokens, req.n * len(gens))
+    stream = merged([model.generate(g, req.n, pings) for g in gens], req.n)
+    first, rest = await first_and_rest(st.requests.watch(tracked, stream))
     created = int(time.time())
     total = len(prompts) * req.n
     echoes = [prompts[i // req.n] if req.echo else "" for i in range(total)]

@@ -26,6 +26,8 @@ Launch options (``xinf launch ... --option value`` or extra launch JSON keys):
   ``closed`` (aborted by the server) to, one line per request: shows that a
   client's disconnect reached the engine, wherever the replica runs.
 - ``vram``: bytes ``estimate_vram`` reports as weights (default 1 GiB).
+- ``host_memory``: bytes it reports as host memory on the CPU (default 64 MiB:
+  the test engine holds no weights, and its replicas must fit small machines).
 - ``context_length``: prompt words allowed (default 2048).
 """
 
@@ -39,7 +41,7 @@ from typing import Any
 
 import msgspec
 
-from xinf import hookimpl
+from xinf import cores, hookimpl
 from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, LaunchError
 from xinf.stops import StopMatcher
 from xinf.types import (
@@ -81,6 +83,7 @@ class TestOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     fail_load: str | None = None
     events: str | None = None
     vram: int = GiB
+    host_memory: int = 64 << 20
     context_length: int = 2048
     max_tokens_default: int = 16
 
@@ -91,6 +94,7 @@ class TestModel:
         self.options = options
         self.placement = placement
         self.env = dict(os.environ)
+        self.threads = cores.threads(placement)  # reported as real engines size their pools
 
 
 def parse_options(options: dict[str, Any]) -> TestOptions:
@@ -118,7 +122,7 @@ def estimate_vram(spec: ModelSpec, options: dict[str, Any], devices: list[Device
         kv_cache=kv,
         overhead=overhead,
         per_device=[need // len(devices)] * len(devices) if devices else [],
-        host=0 if devices else need,
+        host=0 if devices else opts.host_memory,
     )
 
 
@@ -237,6 +241,16 @@ def embed(model: TestModel, request: EmbedRequest) -> EmbedResult:
         norm = sum(v * v for v in vec) ** 0.5 or 1.0
         vectors.append([v / norm for v in vec])
     return EmbedResult(embeddings=vectors, prompt_tokens=sum(len(t.split()) for t in request.input))
+
+
+@hookimpl
+def convert_ids_to_tokens(model: TestModel, ids: list[list[int]]) -> list[list[str]]:
+    # The test vocabulary is WORDS: id i is its i-th word.
+    for row in ids:
+        for i in row:
+            if not 0 <= i < len(WORDS):
+                raise InvalidRequest(f"token id {i} is outside the vocabulary (0-{len(WORDS) - 1})", param="input")
+    return [[WORDS[i] for i in row] for row in ids]
 
 
 def _prompt_text(request: GenerateRequest) -> str:

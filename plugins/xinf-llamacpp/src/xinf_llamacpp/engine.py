@@ -48,6 +48,7 @@ class LlamaCppModel:
         per_slot: int,
         gpu_layers: int,
         http_key: str | None = None,
+        threads: int | None = None,
     ):
         self.server = server
         #: the key of llama.cpp's own HTTP port (``server.listening_address``), for debugging
@@ -57,6 +58,8 @@ class LlamaCppModel:
         self.n_parallel = n_parallel
         self.per_slot = per_slot
         self.gpu_layers = gpu_layers
+        #: CPU threads llama.cpp runs (``cpuparams.n_threads``), reported to the server
+        self.threads = threads
         # Requests beyond the slots wait inside llama.cpp, each in its thread.
         self.executor = ThreadPoolExecutor(max_workers=max(32, 8 * n_parallel), thread_name_prefix="llama.cpp")
         self.running: set[threading.Event] = set()

@@ -13,8 +13,8 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
-from xinf import hookimpl
-from xinf.errors import LaunchError
+from xinf import cores, hookimpl
+from xinf.errors import InvalidRequest, LaunchError
 from xinf.types import (
     Chunk,
     Device,
@@ -101,7 +101,8 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
     params.model.path = path
     params.n_ctx = ctx.n_ctx
     params.n_parallel = ctx.n_parallel
-    threads = opts.default_threads()
+    # The replica's placed cores (it is pinned to them); the old guess from idle cores where none are placed.
+    threads = cores.threads(placement) or opts.default_threads()
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
     # The core splits <think> tags itself; llama.cpp must hand over the raw text.
@@ -140,12 +141,27 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
         per_slot=ctx.per_slot,
         gpu_layers=params.n_gpu_layers,
         http_key=params.api_keys[0] if params.api_keys else None,
+        threads=params.cpuparams.n_threads,
     )
 
 
 @hookimpl
 def generate(model: Any, request: GenerateRequest) -> AsyncIterator[Chunk]:
     return model.stream(request)  # type: ignore[no-any-return]
+
+
+@hookimpl
+def convert_ids_to_tokens(model: Any, ids: list[list[int]]) -> list[list[str]]:
+    # xllamacpp has no detokenize call: the vocabulary is read from the GGUF header once, on first use.
+    tokens = getattr(model, "vocabulary", None)
+    if tokens is None:
+        from xinf.gguf import read_tokens
+
+        tokens = model.vocabulary = read_tokens(model.spec.source.path)
+    bad = [i for row in ids for i in row if not 0 <= i < len(tokens)]
+    if bad:
+        raise InvalidRequest(f"token ids {bad[:5]} are outside the vocabulary (0-{len(tokens) - 1})", param="input")
+    return [[tokens[i] for i in row] for row in ids]
 
 
 @hookimpl

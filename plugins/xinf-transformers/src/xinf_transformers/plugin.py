@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from xinf import hookimpl
+from xinf import cores, hookimpl
 from xinf.errors import InvalidRequest, LaunchError
 from xinf.prompts import encode_prompt
 from xinf.stops import StopMatcher
@@ -87,6 +87,7 @@ class ChatModel:
         self.runner = runner
         self.context_length = context_length
         self.batching = batching
+        self.threads: int | None = None  # torch's intra-op threads
         self.eos_ids, self.stop_strings = _eos_and_stops(spec, tokenizer, model)
         generation = getattr(model, "generation_config", None)
         self.defaults: dict[str, Any] = {}
@@ -125,8 +126,10 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
 
     from xinf.settings import Settings
 
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
+    # The option wins; else the replica's placed cores (OMP_NUM_THREADS already says so to OpenMP).
+    threads = opts.threads or cores.threads(placement)
+    if threads:
+        torch.set_num_threads(threads)
     cuda = torch.cuda.is_available() and (opts.device == "cuda" or (opts.device == "auto" and bool(placement.devices)))
     if opts.device == "cuda" and not torch.cuda.is_available():
         raise LaunchError("device cuda was asked for but torch sees no CUDA device", param="device")
@@ -136,7 +139,9 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
     settings = Settings.from_env()
     path = spec.source.path
     if spec.model_type == "embedding" or "embed" in spec.abilities:
-        return _load_embedding(path, dtype, device, opts, settings)
+        embedder = _load_embedding(path, dtype, device, opts, settings)
+        embedder.threads = torch.get_num_threads()  # reported to the server
+        return embedder
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -174,7 +179,9 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
         context,
         f"continuous batching of up to {opts.max_num_seqs} requests" if batching else "one request at a time",
     )
-    return ChatModel(spec, tokenizer, model, runner, context, batching)
+    chat = ChatModel(spec, tokenizer, model, runner, context, batching)
+    chat.threads = torch.get_num_threads()  # reported to the server
+    return chat
 
 
 def _load_embedding(path: str, dtype: Any, device: str, opts: o.Options, settings: Any) -> Any:
@@ -236,6 +243,16 @@ async def embed(model: Any, request: EmbedRequest) -> EmbedResult:
     if not isinstance(model, EmbeddingModel):
         raise InvalidRequest("this model does not embed: use a model with the embed ability", param="model")
     return await model.embed(request)
+
+
+@hookimpl
+def convert_ids_to_tokens(model: Any, ids: list[list[int]]) -> list[list[str]]:
+    tokenizer = model.tokenizer  # chat and embedding models both keep theirs
+    size = len(tokenizer)
+    bad = [i for row in ids for i in row if not 0 <= i < size]
+    if bad:
+        raise InvalidRequest(f"token ids {bad[:5]} are outside the vocabulary (0-{size - 1})", param="input")
+    return [list(tokenizer.convert_ids_to_tokens(row)) for row in ids]
 
 
 @hookimpl

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+from xinf import cores
 from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, LaunchError
 from xinf.types import Chunk, GenerateRequest, ModelSpec, Placement, TokenLogprob, Usage
 from xinf_vllm import memory
@@ -43,6 +44,7 @@ class VllmModel:
         self.spec = spec
         self.max_model_len = int(engine.model_config.max_model_len)
         self.rpc_dir = rpc_dir
+        self.threads: int | None = None  # vLLM-CPU's OpenMP threads (VLLM_CPU_OMP_THREADS_BIND)
         # The model's generation_config.json defaults, as vLLM's own server applies them.
         self.defaults: dict[str, Any] = engine.model_config.get_diff_sampling_param()
         self.defaults.pop("max_tokens", None)
@@ -54,6 +56,22 @@ def prepare_environment() -> None:
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("VLLM_DO_NOT_TRACK", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is on disk: never wait on a hub
+
+
+def bind_threads(placement: Placement) -> int | None:
+    """vLLM-CPU's OpenMP threads, one per CPU the replica is pinned to; ``--env VLLM_CPU_OMP_THREADS_BIND`` wins.
+
+    vLLM's default ("auto") binds to the cores of a NUMA node whatever this
+    process's affinity says, which would run over the other replicas' cores.
+    Returns the number of threads bound (None when cores are not placed).
+    """
+    bind = os.environ.get("VLLM_CPU_OMP_THREADS_BIND")
+    if bind is None and placement.cores and hasattr(os, "sched_getaffinity"):
+        bind = cores.ranges(os.sched_getaffinity(0))  # pinned already: the real CPUs of the set
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = bind
+    if not bind or bind in ("auto", "all", "nobind"):
+        return None
+    return len(cores.parse_ranges(bind.split("|")[0]))
 
 
 def engine_args(
@@ -103,7 +121,9 @@ async def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -
     from vllm.v1.engine.async_llm import AsyncLLM
 
     fields = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
-    args = engine_args(spec, options, placement, fields, gpu_build=installed_build() != "cpu")
+    cpu_build = installed_build() == "cpu"
+    threads = bind_threads(placement) if cpu_build else None
+    args = engine_args(spec, options, placement, fields, gpu_build=not cpu_build)
     # vLLM leaves its ZMQ socket files behind in the temp directory: give them a folder unload removes.
     rpc_dir = tempfile.mkdtemp(prefix="xinf-vllm-")
     os.environ["VLLM_RPC_BASE_PATH"] = rpc_dir
@@ -111,6 +131,7 @@ async def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -
     # our frames alive, and the engine must go when unload drops it (see unload).
     try:
         model = VllmModel(AsyncLLM.from_engine_args(AsyncEngineArgs(**args)), spec, rpc_dir)
+        model.threads = threads
     except Exception as exc:
         shutil.rmtree(rpc_dir, ignore_errors=True)
         raise LaunchError(f"vLLM could not start {spec.name}: {type(exc).__name__}: {exc}") from exc
