@@ -22,6 +22,16 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from xinf.operations import (
+        AudioChunk,
+        ImageRequest,
+        ImageResult,
+        RerankRequest,
+        RerankResult,
+        SpeechRequest,
+        TranscribeRequest,
+        TranscribeResult,
+    )
     from xinf.types import (
         Chunk,
         Device,
@@ -103,6 +113,16 @@ def generate(model: Any, request: GenerateRequest) -> AsyncIterator[Chunk]:
     the iterator (``aclose``); the engine must then stop the work and free its
     slot.  Raise ``xinf.errors.InvalidRequest`` (or ``ContextLengthExceeded``)
     for requests the engine cannot serve: clients get a 400, not a 500.
+
+    Tool calls: when ``spec.tool_parser`` names a format ``xinf.toolcalls``
+    knows (``xinf.toolcalls.known``) and the request has
+    ``tools``, the core parses the engine's text into tool calls (the engine
+    only renders the tools through the chat template).  An engine that
+    constrains decoding for a forced call (``tool_choice`` "required" or named)
+    to ``xinf.toolcalls.choice.forced_schema`` says so with a true
+    ``constrains_tool_calls`` attribute on its model; the core then reads the
+    output as that JSON.  Without a format, an engine that parses tool calls
+    itself fills ``Chunk.tool_calls``.
     """
     raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
 
@@ -113,6 +133,79 @@ def embed(model: Any, request: EmbedRequest) -> EmbedResult:
 
     Called in the replica process for models with the ``embed`` ability, on the
     plugin that loaded ``model``.
+    """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
+
+
+# ---------------------------------------------------------------- other model types
+#
+# Each is called in the replica process, on the plugin that loaded ``model``,
+# once per request of its route, and only for models with the matching
+# ability; an engine implements the hooks of the types it serves.  Any of them
+# may be a coroutine function.  Raise ``xinf.errors.InvalidRequest`` for a
+# request the model cannot serve (clients get a 400 naming the problem).  The
+# request and result types are in ``xinf.operations``.
+
+
+@hookspec
+def rerank(model: Any, request: RerankRequest) -> RerankResult:
+    """Score each of ``request.documents`` against ``request.query``; may be a coroutine function.
+
+    Called for ``POST /v1/rerank`` on models with the ``rerank`` ability.
+    Return one relevance score per document in the request's order (higher is
+    more relevant), the tokens of each (query, document) pair, and which
+    documents were truncated to the model's maximum length; the core sorts,
+    applies ``top_n`` and counts tokens.
+    """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
+
+
+@hookspec
+def transcribe(model: Any, request: TranscribeRequest) -> TranscribeResult:
+    """Turn ``request.audio`` (the uploaded file's bytes) into text; may be a coroutine function.
+
+    Called for ``POST /v1/audio/transcriptions`` and ``/translations``
+    (``request.task == "translate"``: the text is English whatever the spoken
+    language) on models with the ``audio2text`` ability.  Audio that cannot be
+    decoded must raise ``InvalidRequest`` naming the problem.  Segments and
+    (when ``word_timestamps``) words carry times in seconds; the core writes
+    the response formats (json, text, srt, vtt, verbose_json).
+    """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
+
+
+@hookspec
+def speech(model: Any, request: SpeechRequest) -> AsyncIterator[AudioChunk]:
+    """Return an async iterator of ``AudioChunk`` (16-bit PCM) speaking ``request.input``.
+
+    Called for ``POST /v1/audio/speech`` on models with the ``text2audio``
+    ability.  Yield audio as soon as each piece (a sentence) is ready: the core
+    encodes it into the requested format and streams it to the client.  When the
+    client goes away the core closes the iterator; stop the work then.  An
+    unknown ``request.voice`` must raise ``InvalidRequest`` listing the voices.
+    """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
+
+
+@hookspec
+def text_to_image(model: Any, request: ImageRequest) -> ImageResult:
+    """Generate ``request.n`` images (PNG bytes) for ``request.prompt``; may be a coroutine function.
+
+    Called for ``POST /v1/images/generations`` on models with the
+    ``text2image`` ability.  Sizes the model cannot make must raise
+    ``InvalidRequest``.  Engines may batch concurrent requests of the same size
+    (``XINFERENCE_TEXT_TO_IMAGE_BATCHING_SIZE``).
+    """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
+
+
+@hookspec
+def convert_ids_to_tokens(model: Any, ids: list[list[int]]) -> list[list[str]]:
+    """The tokens of each list of token ids, as the model's tokenizer spells them; optional.
+
+    Called in the replica process for ``POST /v1/convert_ids_to_tokens``
+    (xinference-client's ``convert_ids_to_tokens``) on the plugin that loaded
+    ``model``.  An engine without it answers that request with a 400.
     """
     raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
 

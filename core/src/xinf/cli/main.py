@@ -13,8 +13,10 @@ from typing import Any
 import click
 
 from xinf.cli import ops
+from xinf.cli.catalog import catalog
 from xinf.cli.options import client, echo_json, endpoint_option, json_option
 from xinf.cli.table import render
+from xinf.types import MODEL_TYPES
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -171,8 +173,14 @@ def parse_extra(args: list[str]) -> dict[str, Any]:
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("-n", "--model-name", help="Built-in or registered model name.")
+@click.option(
+    "-t",
+    "--model-type",
+    type=click.Choice(["LLM", "embedding", "rerank", "audio", "image"]),
+    help="The model's type (default: the catalogue's, or guessed from --model-path's files).",
+)
 @click.option("-en", "--model-engine", help="Engine to use (default: the best match).")
-@click.option("-f", "--model-format", help="pytorch, ggufv2, gptq, awq, fp8, fp4, bnb or mlx.")
+@click.option("-f", "--model-format", help="pytorch, ggufv2, gptq, awq, fp8, fp4, bnb, mlx, ctranslate2 or onnx.")
 @click.option("-s", "--size-in-billions", help="Model size in billions of parameters.")
 @click.option("-q", "--quantization", help="Quantization, as listed by the model's family.")
 @click.option("-u", "--model-uid", help="Name to serve the model under (default: the model name).")
@@ -209,6 +217,7 @@ def launch(ctx: click.Context, /, **kw: Any) -> None:
         raise click.UsageError("give --model-name or --model-path")
     body: dict[str, Any] = {
         "model_name": kw["model_name"],
+        "model_type": kw["model_type"],
         "model_uid": kw["model_uid"],
         "model_engine": kw["model_engine"],
         "model_format": kw["model_format"],
@@ -440,7 +449,7 @@ def spec_label(spec: dict[str, Any]) -> str:
 
 @cli.command()
 @click.option("--file", "path", required=True, type=click.Path(exists=True, dir_okay=False), help="Model JSON.")
-@click.option("-t", "--model-type", default="LLM", show_default=True, type=click.Choice(["LLM", "embedding"]))
+@click.option("-t", "--model-type", default="LLM", show_default=True, type=click.Choice(MODEL_TYPES))
 @click.option("--persist", is_flag=True, help="Keep the registration across restarts.")
 @endpoint_option
 @json_option
@@ -463,7 +472,7 @@ def register(path: str, model_type: str, persist: bool, endpoint: str, api_key: 
 
 @cli.command()
 @click.argument("model_name")
-@click.option("-t", "--model-type", default="LLM", show_default=True, type=click.Choice(["LLM", "embedding"]))
+@click.option("-t", "--model-type", default="LLM", show_default=True, type=click.Choice(MODEL_TYPES))
 @endpoint_option
 @json_option
 def unregister(model_name: str, model_type: str, endpoint: str, api_key: str | None, as_json: bool) -> None:
@@ -476,20 +485,40 @@ def unregister(model_name: str, model_type: str, endpoint: str, api_key: str | N
 
 
 @cli.command()
-@click.option("-t", "--model-type", default="LLM", show_default=True, type=click.Choice(["LLM", "embedding"]))
-@click.option("--all", "show_all", is_flag=True, help="Include built-in models.")
+@click.option("-t", "--model-type", default=None, help="LLM, embedding, rerank, ... (default: every type)")
+@click.option("--all", "show_all", is_flag=True, help="Include built-in models (the catalogue).")
+@click.option("-s", "--search", default=None, help="Only names containing this text.")
+@click.option("-a", "--ability", default=None, help="Only models with this ability (chat, embed, reasoning, ...).")
 @endpoint_option
 @json_option
-def registrations(model_type: str, show_all: bool, endpoint: str, api_key: str | None, as_json: bool) -> None:
-    """List registered models (custom ones; --all adds built-ins)."""
-    data = client(endpoint, api_key).get(f"/v1/model_registrations/{model_type}", params={"detailed": "true"})
+def registrations(
+    model_type: str | None,
+    show_all: bool,
+    search: str | None,
+    ability: str | None,
+    endpoint: str,
+    api_key: str | None,
+    as_json: bool,
+) -> None:
+    """List registered models (custom ones; --all adds built-ins), searchable by name, type and ability."""
+    http = client(endpoint, api_key)
+    types = [model_type] if model_type else ["LLM", "embedding", "rerank", "audio", "image"]
+    data = [m for t in types for m in http.get(f"/v1/model_registrations/{t}", params={"detailed": "true"})]
     if not show_all:
         data = [m for m in data if not m["is_builtin"]]
+    if search:
+        data = [m for m in data if search.lower() in m["model_name"].lower()]
+    if ability:
+        data = [m for m in data if ability.lower() in (a.lower() for a in m.get("abilities", []))]
     if as_json:
         echo_json(data)
         return
     if not data:
-        click.echo("no custom models registered" + ("" if show_all else " (--all shows built-ins)"))
+        click.echo(
+            "no models match"
+            if search or ability
+            else "no custom models registered" + ("" if show_all else " (--all shows built-ins)")
+        )
         return
     rows = []
     for m in data:
@@ -554,6 +583,7 @@ def devices(endpoint: str, api_key: str | None, as_json: bool) -> None:
 
 
 ops.register(cli)  # cached, remove-cache, virtualenvs
+cli.add_command(catalog)  # catalog import
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -19,9 +20,23 @@ from xinf.errors import InvalidRequest, NotFound, XinfError
 from xinf.manager import ModelManager
 from xinf.plugins import PluginHost
 from xinf.registry import Registry
-from xinf.server import admin, openai, security, web
+from xinf.server import (
+    admin,
+    anthropic,
+    audio,
+    completions,
+    embeddings,
+    images,
+    lifecycle,
+    openai,
+    rerank,
+    security,
+    web,
+    xinference,
+)
 from xinf.server.http import error_response, json_response
 from xinf.server.openapi import document
+from xinf.server.request_id import RequestId
 from xinf.server.state import State, state
 from xinf.settings import Settings
 
@@ -49,6 +64,8 @@ async def metrics(request: Request) -> Response:
 
 def routes(settings: Settings) -> list[BaseRoute]:
     table: list[BaseRoute] = [
+        *xinference.routes(),  # fixed paths ahead of /v1/models/{uid} and friends
+        *lifecycle.routes(),
         Route("/health", admin.health, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/v1/models", openai.list_models, methods=["GET"]),
@@ -65,10 +82,17 @@ def routes(settings: Settings) -> list[BaseRoute]:
         Route("/v1/models/{uid}/replicas", admin.add_replicas, methods=["POST"]),
         Route("/v1/models/{uid}/replicas/{replica_id}", admin.remove_replica, methods=["DELETE"]),
         Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
-        Route("/v1/completions", openai.completions, methods=["POST"]),
-        Route("/v1/embeddings", openai.embeddings, methods=["POST"]),
+        Route("/v1/completions", completions.completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings.embeddings, methods=["POST"]),
+        Route("/v1/messages", anthropic.messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", anthropic.count_tokens, methods=["POST"]),
+        Route("/v1/rerank", rerank.rerank, methods=["POST"]),
+        Route("/v1/audio/transcriptions", audio.transcriptions, methods=["POST"]),
+        Route("/v1/audio/translations", audio.translations, methods=["POST"]),
+        Route("/v1/audio/speech", audio.speech, methods=["POST"]),
+        Route("/v1/images/generations", images.generations, methods=["POST"]),
+        Route("/v1/images/files/{name}", images.image_file, methods=["GET"], name="image_file"),
         Route("/v1/engines", admin.engines, methods=["GET"]),
-        Route("/v1/engines/{model_name}", admin.engines, methods=["GET"]),
         Route("/v1/model_registrations/{model_type}", admin.registrations, methods=["GET"]),
         Route("/v1/model_registrations/{model_type}", admin.register, methods=["POST"]),
         Route("/v1/model_registrations/{model_type}/{name}", admin.registration, methods=["GET"]),
@@ -78,7 +102,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
     ]
     if not settings.disable_metrics:  # XINFERENCE_DISABLE_METRICS=1: no route at all (404)
         table.append(Route("/metrics", metrics, methods=["GET"]))
-    return table + web.routes()
+    return table + web.routes() + xinference.fallback_routes()
 
 
 async def on_xinf_error(request: Request, exc: Exception) -> Response:
@@ -127,18 +151,22 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        tasks: list[asyncio.Future[Any]] = [asyncio.ensure_future(_launch(manager, body)) for body in launch_at_start or []]
+        tasks: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(_launch(manager, body)) for body in launch_at_start or []
+        ]
         tasks.append(asyncio.ensure_future(asyncio.to_thread(storage.sweep, settings.home)))
+        lifecycle.autostart(st).start_all()  # models marked for autostart come back with the server
         try:
             yield
         finally:
+            lifecycle.autostart(st).close()
             for task in tasks:
                 task.cancel()
             await manager.shutdown()
 
     app = Starlette(
         routes=routes(settings),
-        middleware=security.middleware(settings),
+        middleware=[Middleware(RequestId), *security.middleware(settings)],
         lifespan=lifespan,
         exception_handlers={
             XinfError: on_xinf_error,
