@@ -160,7 +160,7 @@ def test_llama3_8b_splits_across_two_devices_by_free_memory(llama3: Path) -> Non
 def test_scheduler_places_the_chosen_layer_count(llama3: Path) -> None:
     spec = spec_for(llama3)
     options = {"n_ctx": 8192, "n_parallel": 1}
-    hardware = Hardware(system="Linux", machine="x86_64", cpu_count=8, memory_total=0, memory_available=0)
+    hardware = Hardware(system="Linux", machine="x86_64", cpu_count=8, memory_total=64 * GiB, memory_available=64 * GiB)
     hardware.devices = gpus(5 * GiB)
     placements = plan(
         uid="l3",
