@@ -113,6 +113,16 @@ def generate(model: Any, request: GenerateRequest) -> AsyncIterator[Chunk]:
     the iterator (``aclose``); the engine must then stop the work and free its
     slot.  Raise ``xinf.errors.InvalidRequest`` (or ``ContextLengthExceeded``)
     for requests the engine cannot serve: clients get a 400, not a 500.
+
+    Tool calls: when ``spec.tool_parser`` names a format ``xinf.toolcalls``
+    knows (``xinf.toolcalls.known``) and the request has
+    ``tools``, the core parses the engine's text into tool calls (the engine
+    only renders the tools through the chat template).  An engine that
+    constrains decoding for a forced call (``tool_choice`` "required" or named)
+    to ``xinf.toolcalls.choice.forced_schema`` says so with a true
+    ``constrains_tool_calls`` attribute on its model; the core then reads the
+    output as that JSON.  Without a format, an engine that parses tool calls
+    itself fills ``Chunk.tool_calls``.
     """
     raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
 

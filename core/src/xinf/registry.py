@@ -51,13 +51,17 @@ class Family(msgspec.Struct, kw_only=True, omit_defaults=True):
     abilities: list[str] = msgspec.field(default_factory=lambda: ["chat", "generate"])
     family: str | None = None
     context_length: int | None = None
-    chat_template: str | None = None
+    chat_template: str | None = None  # the registration's own: replaces the model's template
+    # The catalogue's template (Xinference's family template): only for a model that has none of its own.
+    fallback_chat_template: str | None = None
     stop: list[str] = msgspec.field(default_factory=list)
     reasoning_start_tag: str | None = None
     reasoning_end_tag: str | None = None
     tool_parser: str | None = None  # the tool-call format of its output (Xinference's tool_parser)
     languages: list[str] = msgspec.field(default_factory=list)
     dimensions: int | None = None  # embedding models: the vector size
+    # embedding models trained so that a prefix of the vector is an embedding (the request's ``dimensions``)
+    matryoshka: bool = False
     description: str = ""
     checked: str | None = None  # where the hub ids, sizes and file names were checked
     builtin: bool = False
@@ -85,9 +89,12 @@ class Family(msgspec.Struct, kw_only=True, omit_defaults=True):
             quantization=quantization,
             context_length=self.context_length,
             chat_template=self.chat_template,
+            fallback_chat_template=self.fallback_chat_template,
             stop=list(self.stop),
             reasoning_start_tag=self.reasoning_start_tag,
             reasoning_end_tag=self.reasoning_end_tag,
+            tool_parser=self.tool_parser,
+            matryoshka=self.matryoshka,
             source=ModelSource(
                 huggingface=fill(spec.huggingface),
                 modelscope=fill(spec.modelscope),
