@@ -115,7 +115,11 @@ def sync_calls(ctx: dict[str, Any]) -> list[tuple[str, Callable[[], Any], Any]]:
         ),
         ("terminate_model", lambda: c.terminate_model("extra"), lambda r: r is None),
         ("register_model", lambda: c.register_model("LLM", llm, persist=False), lambda r: r["model_name"] == "reg-x"),
-        ("list_model_registrations", lambda: c.list_model_registrations("rerank"), lambda r: r == []),
+        (
+            "list_model_registrations",
+            lambda: c.list_model_registrations("rerank"),
+            lambda r: {"model_name": "bge-reranker-base", "is_builtin": True} in r,
+        ),
         (
             "get_model_registration",
             lambda: c.get_model_registration("LLM", "reg-x"),

@@ -31,8 +31,13 @@ def test_a_missing_package_is_downloaded_from_the_hub_when_the_spec_has_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = Settings.from_env({"XINFERENCE_HOME": str(tmp_path)})
-    fetched: list[str] = []
-    monkeypatch.setattr(downloads, "fetch", lambda spec, *a: fetched.append(spec.source.huggingface) or "/dl")
+    fetched: list[str | None] = []
+
+    def fetch(spec: ModelSpec, *args: object) -> str:
+        fetched.append(spec.source.huggingface)
+        return "/dl"
+
+    monkeypatch.setattr(downloads, "fetch", fetch)
     source = ModelSource(package="no_such_package_here", file="data", huggingface="Systran/faster-whisper-base")
     spec = ModelSpec(name="whisper-base", format="ctranslate2", source=source)
     assert hub.local_path(spec, settings) == "/dl"
