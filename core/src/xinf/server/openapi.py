@@ -8,6 +8,7 @@ import msgspec
 
 from xinf import __version__
 from xinf.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, LaunchRequest, RegisterRequest
+from xinf.server.anthropic_schema import CountTokensRequest, MessagesRequest
 
 _ERROR = {
     "type": "object",
@@ -47,6 +48,8 @@ ROUTES: list[tuple[str, str, str, str | None, list[str]]] = [
     ("post", "/v1/chat/completions", "Chat completion", "ChatRequest", []),
     ("post", "/v1/completions", "Text completion", "CompletionRequest", []),
     ("post", "/v1/embeddings", "Embeddings", "EmbeddingRequest", []),
+    ("post", "/v1/messages", "Anthropic Messages API", "MessagesRequest", []),
+    ("post", "/v1/messages/count_tokens", "Anthropic token count", "CountTokensRequest", []),
     ("get", "/v1/engines", "Installed engines", None, []),
     ("get", "/v1/engines/{model_name}", "Engines able to serve a model", None, ["model_name"]),
     ("get", "/v1/model_registrations/{model_type}", "List model registrations", None, ["model_type"]),
@@ -60,7 +63,15 @@ ROUTES: list[tuple[str, str, str, str | None, list[str]]] = [
 
 def document() -> dict[str, Any]:
     (_, components) = msgspec.json.schema_components(
-        [ChatRequest, CompletionRequest, EmbeddingRequest, LaunchRequest, RegisterRequest],
+        [
+            ChatRequest,
+            CompletionRequest,
+            EmbeddingRequest,
+            LaunchRequest,
+            RegisterRequest,
+            MessagesRequest,
+            CountTokensRequest,
+        ],
         ref_template="#/components/schemas/{name}",
     )
     components["Error"] = _ERROR
