@@ -12,9 +12,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from xinf.prompts import render_chat
 from xinf.registry import Family, Registry
 from xinf.testing.server import ServerProcess
-from xinf.types import ABILITIES, FORMATS
+from xinf.types import ABILITIES, FORMATS, GenerateRequest, ModelSpec
 
 FILES = {"LLM": "llm.json", "embedding": "embedding.json", "rerank": "rerank.json"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.{}-]+$")
@@ -92,9 +93,29 @@ def test_names_are_unique_and_load() -> None:
     assert registry.get("Qwen3-Thinking").reasoning_end_tag == "</think>"
     assert registry.get("Qwen3-Instruct").tool_parser == "qwen"
     assert registry.get("bge-m3").model_type == "embedding" and registry.get("bge-m3").dimensions == 1024
-    # SmolLM2's own template has no tools: its family ships its template plus tools (Hermes form), nothing else.
+    # SmolLM2's own template has no tools: its family replaces it with the same plus tools (Hermes form).
     own = [f for f in registry.list_families(builtin=True) if f.name != "smollm2-instruct"]
     assert all(f.chat_template is None for f in own), "the model's own template stays"
+    assert "<|im_start|>" in (registry.get("Qwen3-Instruct").fallback_chat_template or "")
+
+
+class Tokenizer:
+    """What render_chat asks of a Hugging Face tokenizer; its own template, if any, answers "own"."""
+
+    def __init__(self, template: str | None):
+        self.chat_template = template
+
+    def apply_chat_template(self, messages: list, chat_template: str | None = None, **kwargs: object) -> str:
+        return chat_template or "own"
+
+
+def test_the_catalogue_template_is_used_only_when_the_model_has_none() -> None:
+    request = GenerateRequest(messages=[{"role": "user", "content": "hi"}])
+    catalogue = ModelSpec(name="m", format="pytorch", fallback_chat_template="catalogue")
+    assert render_chat(Tokenizer("{{ own }}"), catalogue, request) == "own"
+    assert render_chat(Tokenizer(None), catalogue, request) == "catalogue"
+    asked = ModelSpec(name="m", format="pytorch", chat_template="registered", fallback_chat_template="catalogue")
+    assert render_chat(Tokenizer("{{ own }}"), asked, request) == "registered"
 
 
 XINFERENCE_LLM = [
@@ -200,6 +221,7 @@ def test_catalog_import_of_xinference_files(tmp_path: Path) -> None:
             }
         ]
         assert got["tool_parser"] == "qwen" and got.get("chat_template") is None  # the model's own template stays
+        assert got["fallback_chat_template"] == "{{ messages }}"  # unless it has none
         embedding = server.http.get("/v1/model_registrations/embedding/bge-small-imported").json()
         assert embedding["dimensions"] == 384 and embedding["abilities"] == ["embed"]
         rerank_line = next(line for line in lines if "bge-reranker-imported" in line)

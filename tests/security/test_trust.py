@@ -57,6 +57,11 @@ def test_an_inference_key_chats_but_cannot_administer(keyed: ServerProcess) -> N
         assert refused.json()["error"]["type"] == "permission_error"
         assert "needs an admin key" in refused.json()["error"]["message"]
     assert [m["id"] for m in http.get("/v1/models", headers=bearer(ADMIN)).json()["data"]] == ["m"]
+    # Generation routes xinf does not serve still answer an inference key with their own 400, not a 403.
+    video = http.post("/v1/video/generations", json={"model": "m", "prompt": "x"}, headers=bearer(INFER))
+    assert video.status_code == 400, video.text
+    abort = http.post("/v1/models/m/requests/nope/abort", headers=bearer(INFER))
+    assert abort.status_code != 403, abort.text
 
 
 def test_keys_are_checked_and_the_scheme_is_case_insensitive(keyed: ServerProcess) -> None:

@@ -104,6 +104,14 @@ def test_kv_cache_tokens_option(tmp_path: Path) -> None:
     assert est.kv_cache == 57_344 * 10_000
 
 
+def test_embedding_models_have_no_kv_cache(tmp_path: Path) -> None:
+    spec = spec_for(tmp_path, QWEN25_7B, model_type="embedding", abilities=["embed"])
+    est = estimate_vram(spec=spec, options={"dtype": "bfloat16"}, devices=[gpu(0)])
+    assert est.kv_cache == 0
+    assert "no KV cache" in est.note
+    assert est.per_device == [est.weights + est.overhead]
+
+
 def test_exact_count_from_safetensors_headers(qwen3_path: Path) -> None:
     """With weights present, the parameters are counted from the file headers."""
     config = json.loads((qwen3_path / "config.json").read_text())

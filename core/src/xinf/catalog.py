@@ -54,9 +54,9 @@ def detect_type(data: dict[str, Any], hint: str | None = None) -> str:
 def convert(data: dict[str, Any], model_type: str | None = None, *, keep_template: bool = True) -> dict[str, Any]:
     """An xinf family (the registry's JSON form) from one Xinference entry; raises ``Skip`` with the reason.
 
-    ``keep_template=False`` drops Xinference's chat template (catalogue entries):
-    the model's own template then stays in use; a registration keeps the one
-    its author wrote.
+    ``keep_template=False`` (catalogue entries) keeps Xinference's chat template
+    only as a fallback for a model without one: the model's own stays in use.
+    A registration's template is its author's choice and replaces the model's.
     """
     if not isinstance(data, dict) or not data.get("model_name"):
         raise Skip("not a model entry (no model_name)")
@@ -72,6 +72,7 @@ def convert(data: dict[str, Any], model_type: str | None = None, *, keep_templat
         "family": data.get("model_family"),
         "context_length": data.get("context_length") or data.get("max_tokens"),
         "chat_template": data.get("chat_template") if keep_template else None,
+        "fallback_chat_template": None if keep_template else data.get("chat_template"),
         "stop": data.get("stop") or [],
         "reasoning_start_tag": data.get("reasoning_start_tag"),
         "reasoning_end_tag": data.get("reasoning_end_tag"),

@@ -23,6 +23,8 @@ def render_chat(tokenizer: Any, spec: ModelSpec, request: GenerateRequest) -> st
     """
     template = spec.chat_template or None
     if template is None and not getattr(tokenizer, "chat_template", None):
+        template = spec.fallback_chat_template or None  # the model has none: the catalogue's
+    if template is None and not getattr(tokenizer, "chat_template", None):
         raise InvalidRequest(
             f"{spec.name} has no chat template; use /v1/completions or register the model with a chat_template",
             param="messages",

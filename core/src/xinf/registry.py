@@ -14,17 +14,17 @@ import logging
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
 from xinf.errors import Conflict, InvalidRequest, NotFound
 from xinf.storage import atomic_write
-from xinf.types import ABILITIES, ModelSource, ModelSpec
+from xinf.types import ABILITIES, ModelSource, ModelSpec, ModelType
+from xinf.types import MODEL_TYPES as MODEL_TYPES  # re-exported: the routes list them
 
 log = logging.getLogger(__name__)
 
-MODEL_TYPES = ("LLM", "embedding")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")  # \Z: '$' would let a trailing newline through
 
 
@@ -47,11 +47,13 @@ class FamilySpec(msgspec.Struct, kw_only=True, omit_defaults=True):
 class Family(msgspec.Struct, kw_only=True, omit_defaults=True):
     name: str
     specs: list[FamilySpec]
-    model_type: Literal["LLM", "embedding"] = "LLM"
+    model_type: ModelType = "LLM"
     abilities: list[str] = msgspec.field(default_factory=lambda: ["chat", "generate"])
     family: str | None = None
     context_length: int | None = None
-    chat_template: str | None = None
+    chat_template: str | None = None  # the registration's own: replaces the model's template
+    # The catalogue's template (Xinference's family template): only for a model that has none of its own.
+    fallback_chat_template: str | None = None
     stop: list[str] = msgspec.field(default_factory=list)
     reasoning_start_tag: str | None = None
     reasoning_end_tag: str | None = None
@@ -87,6 +89,7 @@ class Family(msgspec.Struct, kw_only=True, omit_defaults=True):
             quantization=quantization,
             context_length=self.context_length,
             chat_template=self.chat_template,
+            fallback_chat_template=self.fallback_chat_template,
             stop=list(self.stop),
             reasoning_start_tag=self.reasoning_start_tag,
             reasoning_end_tag=self.reasoning_end_tag,

@@ -20,7 +20,20 @@ from xinf.errors import InvalidRequest, NotFound, XinfError
 from xinf.manager import ModelManager
 from xinf.plugins import PluginHost
 from xinf.registry import Registry
-from xinf.server import admin, anthropic, completions, embeddings, lifecycle, openai, security, web, xinference
+from xinf.server import (
+    admin,
+    anthropic,
+    audio,
+    completions,
+    embeddings,
+    images,
+    lifecycle,
+    openai,
+    rerank,
+    security,
+    web,
+    xinference,
+)
 from xinf.server.http import error_response, json_response
 from xinf.server.openapi import document
 from xinf.server.request_id import RequestId
@@ -73,6 +86,12 @@ def routes(settings: Settings) -> list[BaseRoute]:
         Route("/v1/embeddings", embeddings.embeddings, methods=["POST"]),
         Route("/v1/messages", anthropic.messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", anthropic.count_tokens, methods=["POST"]),
+        Route("/v1/rerank", rerank.rerank, methods=["POST"]),
+        Route("/v1/audio/transcriptions", audio.transcriptions, methods=["POST"]),
+        Route("/v1/audio/translations", audio.translations, methods=["POST"]),
+        Route("/v1/audio/speech", audio.speech, methods=["POST"]),
+        Route("/v1/images/generations", images.generations, methods=["POST"]),
+        Route("/v1/images/files/{name}", images.image_file, methods=["GET"], name="image_file"),
         Route("/v1/engines", admin.engines, methods=["GET"]),
         Route("/v1/model_registrations/{model_type}", admin.registrations, methods=["GET"]),
         Route("/v1/model_registrations/{model_type}", admin.register, methods=["POST"]),

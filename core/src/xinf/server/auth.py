@@ -41,12 +41,18 @@ INFERENCE_POSTS = (
     "/v1/embeddings",
     "/v1/rerank",
     "/v1/messages",
+    "/v1/messages/count_tokens",
     "/v1/audio/",
     "/v1/images/",
     "/v1/tokenize",
     "/v1/detokenize",
     "/v1/convert_ids_to_tokens",
+    "/v1/video/",
+    "/v1/worlds/",
+    "/v1/flexible/",
 )
+# A client may abort its own request (Xinference's abort_request); request ids are not guessable.
+INFERENCE_PATTERNS = (re.compile(r"/v1/models/[^/]+/requests/[^/]+/abort"),)
 # Read-only routes that still only admins may read: they list files on the server.
 ADMIN_READS = ("/v1/cache/", "/v1/virtualenvs", "/v1/autostart/")  # autostart: launch bodies with their envs
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -57,7 +63,9 @@ def needs_admin(method: str, path: str) -> bool:
     """Whether ``method path`` is an admin route."""
     if method in READ_METHODS:
         return path.startswith(ADMIN_READS) or path == "/v1/cache"
-    return not any(path == p or (p.endswith("/") and path.startswith(p)) for p in INFERENCE_POSTS)
+    if any(path == p or (p.endswith("/") and path.startswith(p)) for p in INFERENCE_POSTS):
+        return False
+    return not any(pattern.fullmatch(path) for pattern in INFERENCE_PATTERNS)
 
 
 def is_loopback(host: str | None) -> bool:

@@ -23,7 +23,7 @@ from xinf.errors import PermissionDenied, XinfError
 Scope = dict[str, Any]
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Routes whose bodies are uploads (OpenAI's audio and image edits), not JSON.
-MULTIPART_PREFIXES = ("/v1/audio/", "/v1/images/")
+MULTIPART_PREFIXES = ("/v1/audio/", "/v1/images/", "/v1/video/")
 
 
 class UnsupportedMediaType(XinfError):

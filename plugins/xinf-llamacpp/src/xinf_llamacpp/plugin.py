@@ -104,13 +104,15 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
     params.n_ctx = ctx.n_ctx
     params.n_parallel = ctx.n_parallel
     # The replica's placed cores (it is pinned to them); the old guess from idle cores where none are placed.
-    threads = cores.threads(placement) or opts.default_threads()
+    threads = opts.placed_threads(cores.threads(placement)) or opts.default_threads()
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
     # The core splits <think> tags itself; llama.cpp must hand over the raw text.
     params.reasoning_format = xlc.common_reasoning_format.COMMON_REASONING_FORMAT_NONE
     if spec.chat_template:
         params.chat_template = spec.chat_template
+    elif spec.fallback_chat_template and not _has_template(path):
+        params.chat_template = spec.fallback_chat_template  # the catalogue's, for a file without its own
     # xllamacpp's Server also answers HTTP on a local port of its own.  xinf
     # never uses it, and without a key anyone on the machine could use it
     # around xinf's API keys: a random key nobody knows closes it.
@@ -184,6 +186,15 @@ def _check_options(flat: dict[str, Any]) -> None:
     except ImportError:
         return  # load() in the replica reports it
     opts.apply(xlc.CommonParams(), flat)
+
+
+def _has_template(path: str) -> bool:
+    from xinf.gguf import read_header
+
+    try:
+        return bool(read_header(path).get("tokenizer.chat_template"))
+    except Exception:
+        return True  # unreadable: llama.cpp decides with what it finds
 
 
 def _shape(path: str) -> Any:
