@@ -146,3 +146,29 @@ def test_the_readme_examples_run_as_written(server: ServerProcess) -> None:
         with contextlib.redirect_stdout(out):
             exec(compile(code.replace("http://127.0.0.1:9997", server.url), "README.md", "exec"), {})
         assert re.match(expected, out.getvalue(), flags=re.S), (code, out.getvalue())
+
+
+def test_smollm2s_tools_template_renders_plain_chats_as_its_own(smollm2: Any) -> None:
+    """The family's template only adds tools: without them it writes exactly what the GGUF's own template writes."""
+    import jinja2
+
+    from xinf.gguf import read_header
+    from xinf.registry import Registry
+
+    own = read_header(smollm2.source.path).get("tokenizer.chat_template")
+    ours = Registry(None).get("smollm2-instruct").chat_template
+    env = jinja2.Environment()
+    env.filters["tojson"] = json.dumps
+    chats = [
+        [{"role": "user", "content": "hi"}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}],
+        [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "x"},
+        ],
+    ]
+    for messages in chats:
+        for prompt in (True, False):
+            expected = env.from_string(own).render(messages=messages, add_generation_prompt=prompt)
+            assert env.from_string(ours).render(messages=messages, add_generation_prompt=prompt) == expected

@@ -11,6 +11,7 @@ from xinf.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Launc
 from xinf.schemas_audio import SpeechBody
 from xinf.schemas_images import ImageBody
 from xinf.schemas_rerank import RerankBody
+from xinf.server.anthropic_schema import CountTokensRequest, MessagesRequest
 
 _ERROR = {
     "type": "object",
@@ -50,6 +51,8 @@ ROUTES: list[tuple[str, str, str, str | None, list[str]]] = [
     ("post", "/v1/chat/completions", "Chat completion", "ChatRequest", []),
     ("post", "/v1/completions", "Text completion", "CompletionRequest", []),
     ("post", "/v1/embeddings", "Embeddings", "EmbeddingRequest", []),
+    ("post", "/v1/messages", "Anthropic Messages API", "MessagesRequest", []),
+    ("post", "/v1/messages/count_tokens", "Anthropic token count", "CountTokensRequest", []),
     ("post", "/v1/rerank", "Documents ordered by relevance to a query", "RerankBody", []),
     ("post", "/v1/audio/transcriptions", "Speech to text (multipart/form-data: file, model, ...)", None, []),
     ("post", "/v1/audio/translations", "Speech to English text (multipart/form-data)", None, []),
@@ -89,6 +92,8 @@ def document() -> dict[str, Any]:
             EmbeddingRequest,
             LaunchRequest,
             RegisterRequest,
+            MessagesRequest,
+            CountTokensRequest,
             RerankBody,
             SpeechBody,
             ImageBody,
