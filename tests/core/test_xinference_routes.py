@@ -484,3 +484,28 @@ def test_login_with_the_api_key(tmp_path: Path) -> None:
         client.login("anyone", "sekret")
         assert client.list_models() == {}
         client.close()
+
+
+def test_a_failed_reload_brings_the_old_configuration_back(server: ServerProcess) -> None:
+    client = xc.RESTfulClient(server.url)
+    client.launch_model(model_name="xinf-test-chat", model_uid="reloaded", envs={"TOKEN": "secret-value"})
+    op = client.reload_model("reloaded", {"fail_load": "the new weights are broken"})
+    assert op["stage"] == "draining"
+    status = wait_reload(client, "reloaded")
+    assert status["stage"] == "error" and "the new weights are broken" in status["error"]
+    assert client.describe_model("reloaded")["status"] == "ready"  # the old configuration, running again
+    config = client.get_model_reload_config("reloaded")
+    assert "fail_load" not in config["values"] and config["values"]["envs"] == {"TOKEN": "***"}
+    client.terminate_model("reloaded")
+    client.close()
+
+
+def test_a_request_id_in_flight_is_not_reused(server: ServerProcess) -> None:
+    server.launch(model_name="xinf-test-chat", model_uid="busy", token_delay=0.1)
+    body = {"model": "busy", "messages": [{"role": "user", "content": "x"}], "max_tokens": 30, "request_id": "same"}
+    with server.http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as first:
+        assert first.status_code == 200
+        next(first.iter_lines())
+        second = server.http.post("/v1/chat/completions", json=body)
+        assert second.status_code == 409 and second.json()["error"]["param"] == "request_id"
+    server.http.delete("/v1/models/busy")
