@@ -13,8 +13,9 @@ Sections (default: all four, in this order):
 
 Also: ``python -m bench overhead`` (the server's own cost, with the test engine),
 ``python -m bench mlx`` (the MLX engine), ``python -m bench cpu`` (CPU replicas
-with placed cores against unplaced) and ``python -m bench routing`` (prefix routing
-against least-busy); ``--help`` after any of them for theirs.
+with placed cores against unplaced), ``python -m bench routing`` (prefix routing
+against least-busy) and ``python -m bench types`` (rerank, speech and image
+models); ``--help`` after any of them for theirs.
 
 Engines: llama.cpp (a generated GGUF), transformers and vLLM (the CPU build, in
 .venv-vllm: each engine's part runs with the interpreter that has it), on the
@@ -183,7 +184,7 @@ def report_load(results: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if argv and argv[0] in ("overhead", "mlx", "cpu", "routing"):
+    if argv and argv[0] in ("overhead", "mlx", "cpu", "routing", "types"):
         return int(__import__(f"bench.{argv[0]}", fromlist=["main"]).main(argv[1:]))
     if argv and argv[0].startswith("_"):
         return internal(argv)

@@ -93,13 +93,31 @@ PRESETS = {
     "150mb": Shape(layers=12, hidden=1024, heads=16, kv_heads=4, intermediate=2816),
     # Llama-3.2-1B's shape (1.24B parameters, 128k vocabulary, tied embeddings): the GPU checks.
     "1b": Shape(
-        layers=16, hidden=2048, heads=32, kv_heads=8, intermediate=8192, head_dim=64, vocab_size=128256,
-        context=131072, tie_embeddings=True, rope_theta=500000.0, rms_norm_eps=1e-5,
+        layers=16,
+        hidden=2048,
+        heads=32,
+        kv_heads=8,
+        intermediate=8192,
+        head_dim=64,
+        vocab_size=128256,
+        context=131072,
+        tie_embeddings=True,
+        rope_theta=500000.0,
+        rms_norm_eps=1e-5,
     ),
     # Llama-3.2-3B's shape (3.21B parameters): the llama.cpp GPU check's partial offload.
     "3b": Shape(
-        layers=28, hidden=3072, heads=24, kv_heads=8, intermediate=8192, head_dim=128, vocab_size=128256,
-        context=131072, tie_embeddings=True, rope_theta=500000.0, rms_norm_eps=1e-5,
+        layers=28,
+        hidden=3072,
+        heads=24,
+        kv_heads=8,
+        intermediate=8192,
+        head_dim=128,
+        vocab_size=128256,
+        context=131072,
+        tie_embeddings=True,
+        rope_theta=500000.0,
+        rms_norm_eps=1e-5,
     ),
 }
 

@@ -88,3 +88,12 @@ def test_an_option_that_explodes_the_estimate_is_a_400_naming_the_memory(server:
         timeout=120,
     )
     assert dry.returncode == 1 and "TiB of host memory" in dry.stderr
+
+
+def test_a_set_that_is_the_whole_machine_leaves_one_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    from xinf_llamacpp.options import placed_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert [placed_threads(n) for n in (None, 1, 2, 7, 8)] == [None, 1, 2, 7, 7]
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert placed_threads(1) == 1

@@ -193,6 +193,11 @@ def test_each_variable_is_read(name: str, raw: str, field: str, value: object) -
         ("XINFERENCE_MAX_TOKENS", "-5", "XINFERENCE_MAX_TOKENS='-5' must be at least 1"),
         ("XINFERENCE_LAUNCH_STRATEGY", "RANDOM", "XINFERENCE_LAUNCH_STRATEGY='RANDOM' is not one of"),
         ("XINF_MAX_BODY_BYTES", "10", "XINF_MAX_BODY_BYTES='10' must be at least 1024"),
+        (
+            "XINFERENCE_TEXT_TO_IMAGE_BATCHING_SIZE",
+            "large",
+            "XINFERENCE_TEXT_TO_IMAGE_BATCHING_SIZE='large' is not an image size such as 1024*1024",
+        ),
         ("XINF_CPU_CORES_PER_REPLICA", "-1", "XINF_CPU_CORES_PER_REPLICA='-1' must be at least 0"),
         ("XINF_SIMULATED_CPU_CORES", "0", "XINF_SIMULATED_CPU_CORES='0' must be at least 1"),
         ("XINF_SIMULATED_HOST_MEMORY", "lots", "XINF_SIMULATED_HOST_MEMORY: not a size: 'lots'"),

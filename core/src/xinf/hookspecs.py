@@ -22,6 +22,16 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from xinf.operations import (
+        AudioChunk,
+        ImageRequest,
+        ImageResult,
+        RerankRequest,
+        RerankResult,
+        SpeechRequest,
+        TranscribeRequest,
+        TranscribeResult,
+    )
     from xinf.types import (
         Chunk,
         Device,
@@ -113,6 +123,68 @@ def embed(model: Any, request: EmbedRequest) -> EmbedResult:
 
     Called in the replica process for models with the ``embed`` ability, on the
     plugin that loaded ``model``.
+    """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
+
+
+# ---------------------------------------------------------------- other model types
+#
+# Each is called in the replica process, on the plugin that loaded ``model``,
+# once per request of its route, and only for models with the matching
+# ability; an engine implements the hooks of the types it serves.  Any of them
+# may be a coroutine function.  Raise ``xinf.errors.InvalidRequest`` for a
+# request the model cannot serve (clients get a 400 naming the problem).  The
+# request and result types are in ``xinf.operations``.
+
+
+@hookspec
+def rerank(model: Any, request: RerankRequest) -> RerankResult:
+    """Score each of ``request.documents`` against ``request.query``; may be a coroutine function.
+
+    Called for ``POST /v1/rerank`` on models with the ``rerank`` ability.
+    Return one relevance score per document in the request's order (higher is
+    more relevant), the tokens of each (query, document) pair, and which
+    documents were truncated to the model's maximum length; the core sorts,
+    applies ``top_n`` and counts tokens.
+    """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
+
+
+@hookspec
+def transcribe(model: Any, request: TranscribeRequest) -> TranscribeResult:
+    """Turn ``request.audio`` (the uploaded file's bytes) into text; may be a coroutine function.
+
+    Called for ``POST /v1/audio/transcriptions`` and ``/translations``
+    (``request.task == "translate"``: the text is English whatever the spoken
+    language) on models with the ``audio2text`` ability.  Audio that cannot be
+    decoded must raise ``InvalidRequest`` naming the problem.  Segments and
+    (when ``word_timestamps``) words carry times in seconds; the core writes
+    the response formats (json, text, srt, vtt, verbose_json).
+    """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
+
+
+@hookspec
+def speech(model: Any, request: SpeechRequest) -> AsyncIterator[AudioChunk]:
+    """Return an async iterator of ``AudioChunk`` (16-bit PCM) speaking ``request.input``.
+
+    Called for ``POST /v1/audio/speech`` on models with the ``text2audio``
+    ability.  Yield audio as soon as each piece (a sentence) is ready: the core
+    encodes it into the requested format and streams it to the client.  When the
+    client goes away the core closes the iterator; stop the work then.  An
+    unknown ``request.voice`` must raise ``InvalidRequest`` listing the voices.
+    """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
+
+
+@hookspec
+def text_to_image(model: Any, request: ImageRequest) -> ImageResult:
+    """Generate ``request.n`` images (PNG bytes) for ``request.prompt``; may be a coroutine function.
+
+    Called for ``POST /v1/images/generations`` on models with the
+    ``text2image`` ability.  Sizes the model cannot make must raise
+    ``InvalidRequest``.  Engines may batch concurrent requests of the same size
+    (``XINFERENCE_TEXT_TO_IMAGE_BATCHING_SIZE``).
     """
     raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
 

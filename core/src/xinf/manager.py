@@ -85,6 +85,8 @@ class ModelManager:
     def resolve(self, req: LaunchRequest, hardware: Hardware) -> tuple[ModelSpec, str]:
         """The spec to launch and the engine to serve it."""
         size = _size(req.model_size_in_billions)
+        # xinference-client sends model_type "LLM" unless told otherwise: only another type is a constraint.
+        kind = req.model_type if req.model_type not in (None, "LLM") else None
         if req.model_name and req.model_name.lower() in self.registry.families:
             candidates = self.registry.candidates(
                 req.model_name, format=req.model_format, size_in_billions=size, quantization=req.quantization
@@ -92,7 +94,7 @@ class ModelManager:
             if req.model_path:
                 candidates = [with_path(c, req.model_path) for c in candidates]
         elif req.model_path:
-            candidates = [spec_from_path(req.model_path, req.model_name, req.model_format, req.quantization)]
+            candidates = [spec_from_path(req.model_path, req.model_name, req.model_format, req.quantization, kind)]
         elif req.model_name:
             raise NotFound(
                 f"model {req.model_name!r} is neither built in nor registered; register it or pass model_path",
@@ -100,6 +102,10 @@ class ModelManager:
             )
         else:
             raise InvalidRequest("give model_name or model_path", param="model_name")
+        if kind is not None and candidates[0].model_type != kind:
+            raise InvalidRequest(
+                f"model {candidates[0].name!r} is a {candidates[0].model_type} model, not {kind}", param="model_type"
+            )
         first_error: InvalidRequest | None = None
         for spec in candidates:
             try:

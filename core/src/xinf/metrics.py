@@ -50,6 +50,11 @@ class Collector:
             "Times the progress watchdog restarted the replica (XINF_STALL_TIMEOUT)",
             labels=labels,
         )
+        served = CounterMetricFamily(
+            "xinf_served_units",
+            "What rerank, audio and image models served: documents, audio_seconds_in, audio_seconds_out, images",
+            labels=[*labels, "unit"],
+        )
         for model in list(self.models.values()):
             for index, stats in sorted(model.stats.items()):
                 values = [model.uid, str(index)]
@@ -62,6 +67,8 @@ class Collector:
                 waiting.add_metric(values, stats.waiting)
                 latency.add_metric(values, stats.latency.cumulative(), stats.latency.sum)
                 ttft.add_metric(values, stats.ttft.cumulative(), stats.ttft.sum)
+                for unit, amount in sorted(stats.units.items()):
+                    served.add_metric([*values, unit], amount)
             for replica in list(model.replicas):
                 values = [model.uid, str(replica.index)]
                 for name in STATUSES:
@@ -69,7 +76,9 @@ class Collector:
                 up.add_metric(values, 1.0 if replica.ready else 0.0)
                 restarts.add_metric(values, model.restart_count.get(replica.index, 0))
                 stalls.add_metric(values, model.stalls.get(replica.index, 0))
-        yield from (requests, errors, prompt, completion, running, waiting, latency, ttft, status, up, restarts, stalls)
+        yield from (
+            requests, errors, prompt, completion, running, waiting, latency, ttft, status, up, restarts, stalls, served
+        )  # fmt: skip
 
 
 class Exporter:

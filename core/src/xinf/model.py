@@ -7,11 +7,12 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from xinf.downloads import Download
 from xinf.errors import Overloaded, Unavailable, XinfError
+from xinf.operations import Request, Result
 from xinf.replica.handle import KEEPALIVE, ReplicaDied, ReplicaHandle
 from xinf.routing import PrefixTable, by_prefix, least_busy, prefix_keys, prompt_text
 from xinf.schemas import LaunchRequest
@@ -156,6 +157,16 @@ class RunningModel:
                         stats.waiting -= 1
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
+        result: EmbedResult = await self._once(lambda replica: replica.embed(request))
+        return result
+
+    async def serve(self, request: Request) -> Result:
+        """A request of ``xinf.operations`` served by the least busy replica (rerank, transcribe, images)."""
+        result: Result = await self._once(lambda replica: replica.serve(request))
+        return result
+
+    async def _once(self, send: Callable[[ReplicaHandle], Awaitable[Any]]) -> Any:
+        """One request, one answer, from the least busy replica; a replica that dies meanwhile is replaced."""
         with self.admitted():
             tried: set[int] = set()
             while True:
@@ -165,7 +176,7 @@ class RunningModel:
                 stats.running += 1
                 start = time.perf_counter()
                 try:
-                    result = await replica.embed(request)
+                    result = await send(replica)
                 except ReplicaDied:
                     stats.error("replica_died")
                     tried.add(id(replica))
@@ -181,8 +192,52 @@ class RunningModel:
                 elapsed = time.perf_counter() - start
                 stats.latency.observe(elapsed)
                 stats.ttft.observe(elapsed)
-                stats.prompt_tokens += result.prompt_tokens
+                stats.prompt_tokens += getattr(result, "prompt_tokens", 0)
+                if hasattr(result, "units"):
+                    stats.count(result)
                 return result
+
+    async def stream(self, request: Request) -> AsyncIterator[Result]:
+        """The pieces of a streamed request of ``xinf.operations`` (speech) from the least busy replica.
+
+        A replica that dies before its first piece is replaced transparently; after it the error reaches the client.
+        """
+        with self.admitted():
+            tried: set[int] = set()
+            while True:
+                replica = self.pick(tried)
+                stats = self.stats_of(replica)
+                stats.requests += 1
+                stats.waiting += 1
+                start = time.perf_counter()
+                started = False
+                try:
+                    async for piece in replica.stream(request):
+                        if not started:
+                            started = True
+                            stats.waiting -= 1
+                            stats.running += 1
+                            stats.ttft.observe(time.perf_counter() - start)
+                        stats.count(piece)
+                        yield piece
+                    return
+                except ReplicaDied:
+                    stats.error("replica_died")
+                    if started:
+                        raise
+                    tried.add(id(replica))
+                except XinfError as exc:
+                    stats.error(exc.type)
+                    raise
+                except (GeneratorExit, asyncio.CancelledError):
+                    stats.error("cancelled")
+                    raise
+                finally:
+                    if started:
+                        stats.running -= 1
+                        stats.latency.observe(time.perf_counter() - start)
+                    else:
+                        stats.waiting -= 1
 
     @property
     def visible_status(self) -> str:

@@ -14,17 +14,17 @@ import logging
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
 from xinf.errors import Conflict, InvalidRequest, NotFound
 from xinf.storage import atomic_write
-from xinf.types import ABILITIES, ModelSource, ModelSpec
+from xinf.types import ABILITIES, ModelSource, ModelSpec, ModelType
+from xinf.types import MODEL_TYPES as MODEL_TYPES  # re-exported: the routes list them
 
 log = logging.getLogger(__name__)
 
-MODEL_TYPES = ("LLM", "embedding")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")  # \Z: '$' would let a trailing newline through
 
 
@@ -47,7 +47,7 @@ class FamilySpec(msgspec.Struct, kw_only=True, omit_defaults=True):
 class Family(msgspec.Struct, kw_only=True, omit_defaults=True):
     name: str
     specs: list[FamilySpec]
-    model_type: Literal["LLM", "embedding"] = "LLM"
+    model_type: ModelType = "LLM"
     abilities: list[str] = msgspec.field(default_factory=lambda: ["chat", "generate"])
     family: str | None = None
     context_length: int | None = None

@@ -105,7 +105,7 @@ class Settings(msgspec.Struct, kw_only=True):
         s.csg_token = env.get("XINFERENCE_CSG_TOKEN") or None
         s.csg_endpoint = env.get("XINFERENCE_CSG_ENDPOINT", s.csg_endpoint)
         s.transformers_enable_batching = _bool(env, "XINFERENCE_TRANSFORMERS_ENABLE_BATCHING", True)
-        s.text_to_image_batching_size = env.get("XINFERENCE_TEXT_TO_IMAGE_BATCHING_SIZE") or None
+        s.text_to_image_batching_size = _image_size(env, "XINFERENCE_TEXT_TO_IMAGE_BATCHING_SIZE")
         s.api_key = env.get("XINF_API_KEY") or None
         s.max_body = _int(env, "XINF_MAX_BODY_BYTES", s.max_body, 1024)
         s.routing = _choice(env, "XINF_ROUTING", s.routing, ("least_busy", "prefix"))
@@ -203,6 +203,17 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
     if value < 0:
         raise SettingsError(f"{name}={raw!r} must not be negative")
     return value
+
+
+def _image_size(env: dict[str, str], name: str) -> str | None:
+    """``1024*1024`` (Xinference's form; ``1024x1024`` too), kept as written; unset -> None."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    sides = raw.lower().replace("x", "*").split("*")
+    if len(sides) != 2 or not all(side.strip().isdigit() and int(side) > 0 for side in sides):
+        raise SettingsError(f"{name}={raw!r} is not an image size such as 1024*1024")
+    return raw
 
 
 def _choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:

@@ -11,8 +11,22 @@ from typing import Any, Literal
 
 import msgspec
 
-FORMATS = ("pytorch", "ggufv2", "gptq", "awq", "fp8", "fp4", "bnb", "mlx")
-ABILITIES = ("chat", "generate", "embed", "reasoning", "tools", "vision")
+FORMATS = ("pytorch", "ggufv2", "gptq", "awq", "fp8", "fp4", "bnb", "mlx", "ctranslate2", "onnx")
+ABILITIES = (
+    "chat",
+    "generate",
+    "embed",
+    "reasoning",
+    "tools",
+    "vision",
+    "rerank",
+    "audio2text",
+    "text2audio",
+    "text2image",
+)
+#: Xinference's model types; each has its own routes (``xinf.server``) and catalogue file (``xinf/families``).
+ModelType = Literal["LLM", "embedding", "rerank", "audio", "image"]
+MODEL_TYPES: tuple[str, ...] = ("LLM", "embedding", "rerank", "audio", "image")
 
 
 class ModelSource(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -38,7 +52,7 @@ class ModelSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     name: str
     format: str
     abilities: list[str] = msgspec.field(default_factory=lambda: ["chat", "generate"])
-    model_type: Literal["LLM", "embedding"] = "LLM"
+    model_type: ModelType = "LLM"
     family: str | None = None
     size_in_billions: float | None = None
     quantization: str = "none"

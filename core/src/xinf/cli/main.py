@@ -16,6 +16,7 @@ from xinf.cli import ops
 from xinf.cli.catalog import catalog
 from xinf.cli.options import client, echo_json, endpoint_option, json_option
 from xinf.cli.table import render
+from xinf.types import MODEL_TYPES
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -172,8 +173,14 @@ def parse_extra(args: list[str]) -> dict[str, Any]:
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("-n", "--model-name", help="Built-in or registered model name.")
+@click.option(
+    "-t",
+    "--model-type",
+    type=click.Choice(["LLM", "embedding", "rerank", "audio", "image"]),
+    help="The model's type (default: the catalogue's, or guessed from --model-path's files).",
+)
 @click.option("-en", "--model-engine", help="Engine to use (default: the best match).")
-@click.option("-f", "--model-format", help="pytorch, ggufv2, gptq, awq, fp8, fp4, bnb or mlx.")
+@click.option("-f", "--model-format", help="pytorch, ggufv2, gptq, awq, fp8, fp4, bnb, mlx, ctranslate2 or onnx.")
 @click.option("-s", "--size-in-billions", help="Model size in billions of parameters.")
 @click.option("-q", "--quantization", help="Quantization, as listed by the model's family.")
 @click.option("-u", "--model-uid", help="Name to serve the model under (default: the model name).")
@@ -210,6 +217,7 @@ def launch(ctx: click.Context, /, **kw: Any) -> None:
         raise click.UsageError("give --model-name or --model-path")
     body: dict[str, Any] = {
         "model_name": kw["model_name"],
+        "model_type": kw["model_type"],
         "model_uid": kw["model_uid"],
         "model_engine": kw["model_engine"],
         "model_format": kw["model_format"],
@@ -441,7 +449,7 @@ def spec_label(spec: dict[str, Any]) -> str:
 
 @cli.command()
 @click.option("--file", "path", required=True, type=click.Path(exists=True, dir_okay=False), help="Model JSON.")
-@click.option("-t", "--model-type", default="LLM", show_default=True, type=click.Choice(["LLM", "embedding"]))
+@click.option("-t", "--model-type", default="LLM", show_default=True, type=click.Choice(MODEL_TYPES))
 @click.option("--persist", is_flag=True, help="Keep the registration across restarts.")
 @endpoint_option
 @json_option
@@ -464,7 +472,7 @@ def register(path: str, model_type: str, persist: bool, endpoint: str, api_key: 
 
 @cli.command()
 @click.argument("model_name")
-@click.option("-t", "--model-type", default="LLM", show_default=True, type=click.Choice(["LLM", "embedding"]))
+@click.option("-t", "--model-type", default="LLM", show_default=True, type=click.Choice(MODEL_TYPES))
 @endpoint_option
 @json_option
 def unregister(model_name: str, model_type: str, endpoint: str, api_key: str | None, as_json: bool) -> None:

@@ -21,8 +21,11 @@ import traceback
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
+import msgspec
+
 from xinf import cores
 from xinf.errors import InvalidRequest, LaunchError, XinfError
+from xinf.operations import BY_HOOK
 from xinf.plugins import PluginHost
 from xinf.reasoning import ReasoningSplitter
 from xinf.replica import protocol as p
@@ -186,6 +189,9 @@ class Replica:
         self.send(p.Embedded(id=frame.id, result=result))
 
     async def call(self, frame: p.Call) -> None:
+        if frame.hook in BY_HOOK:
+            await self.operation(frame)
+            return
         if frame.hook not in CALLABLE_HOOKS:
             raise XinfError(f"{frame.hook!r} cannot be called on a replica")
         if self.host is None or not self.host.has_hook(self.engine, frame.hook):
@@ -194,6 +200,30 @@ class Replica:
         if inspect.isawaitable(result):
             result = await result
         self.send(p.Returned(id=frame.id, value=result))
+
+    async def operation(self, frame: p.Call) -> None:
+        """A request of another model type (``xinf.operations``): its hook, one value back or a stream of pieces."""
+        op = BY_HOOK[frame.hook]
+        if self.host is None or not self.host.has_hook(self.engine, op.hook):
+            name = self.spec.name if self.spec else ""
+            raise InvalidRequest(
+                f"model {name!r} cannot serve {op.hook} requests (engine {self.engine} has no such hook)"
+            )
+        request: Any = msgspec.convert(frame.args.get("request"), op.request)
+        result = self.host.hook(self.engine, op.hook)(model=self.model, request=request)
+        if not op.streams:
+            if inspect.isawaitable(result):
+                result = await result
+            self.send(p.Returned(id=frame.id, value=result))
+            return
+        try:
+            async for piece in result:
+                self.send(p.Piece(id=frame.id, value=piece))
+                if self.outlet.backlog() > 1 << 20:
+                    await self.outlet.drain()
+        finally:
+            await result.aclose()
+        self.send(p.Done(id=frame.id))
 
     async def shutdown(self) -> None:
         for task in list(self.tasks.values()):

@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 
 from xinf import errors
+from xinf.operations import Request, Result, operation
 from xinf.replica import protocol as p
 from xinf.types import Chunk, EmbedRequest, EmbedResult, GenerateRequest
 
@@ -400,6 +401,55 @@ class ReplicaHandle:
         """The value of the engine's optional ``hook`` for this replica's model."""
         frame = await self._round_trip(p.Call(id=next(self.ids), hook=hook, args=args))
         return frame.value
+
+    async def serve(self, request: Request) -> Result:
+        """The result of a request of ``xinf.operations`` whose hook returns one value (rerank, transcribe...)."""
+        op = operation(request)
+        frame = await self._round_trip(p.Call(id=next(self.ids), hook=op.hook, args={"request": request}))
+        return msgspec.convert(frame.value, op.result)
+
+    async def stream(self, request: Request) -> AsyncIterator[Result]:
+        """The results of a request whose hook streams (speech); closing the iterator cancels it there."""
+        op = operation(request)
+        rid = next(self.ids)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.pending[rid] = queue
+        if self.inflight == 0:
+            self.last_progress = time.monotonic()
+        self.inflight += 1
+        finished = False
+        deadline = None
+        if self.deadline:
+            deadline = asyncio.get_running_loop().call_later(self.deadline, queue.put_nowait, _DEADLINE)
+        try:
+            self._send(p.Call(id=rid, hook=op.hook, args={"request": request}))
+            while True:
+                frame = await queue.get()
+                if type(frame) is p.Piece:
+                    yield msgspec.convert(frame.value, op.result)
+                elif type(frame) is p.Done:
+                    finished = True
+                    return
+                elif type(frame) is p.Fail:
+                    finished = True
+                    raise errors.from_dict(frame.status, frame.error)
+                elif frame is _DEADLINE:
+                    raise RequestTimeout(
+                        f"the request took longer than this server's limit of {self.deadline:g}s (XINF_REQUEST_TIMEOUT)"
+                    )
+                else:
+                    finished = True
+                    raise ReplicaDied(await self._death_notice("serving"))
+        finally:
+            if deadline is not None:
+                deadline.cancel()
+            self.pending.pop(rid, None)
+            self.inflight -= 1
+            if not finished and self.status == "ready":
+                try:
+                    self._send(p.Cancel(id=rid))
+                except ReplicaDied:
+                    pass
 
     async def ping(self, timeout: float) -> None:
         await self._round_trip(p.Ping(id=next(self.ids)), timeout)

@@ -46,7 +46,9 @@ class Embed(Frame):
 
 
 class Call(Frame):
-    """An optional engine hook called by name with the loaded model (``convert_ids_to_tokens``)."""
+    """An engine hook called by name with the loaded model and ``args``: ``convert_ids_to_tokens``, and the hooks of
+    the other model types (``rerank``, ``transcribe``, ``speech``, ``text_to_image``: ``args["request"]`` is a
+    request struct of ``xinf.operations``)."""
 
     id: int
     hook: str
@@ -98,12 +100,35 @@ class Pong(Frame):
 
 
 class Returned(Frame):
+    """The value of a ``Call``: a plain value, or a result struct of ``xinf.operations`` (sent as a map)."""
+
+    id: int
+    value: Any
+
+
+class Piece(Frame):
+    """One value of a ``Call`` whose hook streams (``speech``); ``Done`` follows the last."""
+
     id: int
     value: Any
 
 
 AnyFrame = (
-    Launch | Generate | Embed | Call | Cancel | Ping | Shutdown | Hello | Out | Done | Fail | Embedded | Pong | Returned
+    Launch
+    | Generate
+    | Embed
+    | Call
+    | Cancel
+    | Ping
+    | Shutdown
+    | Hello
+    | Out
+    | Done
+    | Fail
+    | Embedded
+    | Pong
+    | Returned
+    | Piece
 )
 
 _encoder = msgspec.msgpack.Encoder()

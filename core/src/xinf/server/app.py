@@ -19,7 +19,7 @@ from xinf.errors import InvalidRequest, NotFound, XinfError
 from xinf.manager import ModelManager
 from xinf.plugins import PluginHost
 from xinf.registry import Registry
-from xinf.server import admin, lifecycle, openai, security, web, xinference
+from xinf.server import admin, audio, images, lifecycle, openai, rerank, security, web, xinference
 from xinf.server.http import error_response, json_response
 from xinf.server.openapi import document
 from xinf.server.state import State, state
@@ -69,6 +69,12 @@ def routes(settings: Settings) -> list[BaseRoute]:
         Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
         Route("/v1/completions", openai.completions, methods=["POST"]),
         Route("/v1/embeddings", openai.embeddings, methods=["POST"]),
+        Route("/v1/rerank", rerank.rerank, methods=["POST"]),
+        Route("/v1/audio/transcriptions", audio.transcriptions, methods=["POST"]),
+        Route("/v1/audio/translations", audio.translations, methods=["POST"]),
+        Route("/v1/audio/speech", audio.speech, methods=["POST"]),
+        Route("/v1/images/generations", images.generations, methods=["POST"]),
+        Route("/v1/images/files/{name}", images.image_file, methods=["GET"], name="image_file"),
         Route("/v1/engines", admin.engines, methods=["GET"]),
         Route("/v1/model_registrations/{model_type}", admin.registrations, methods=["GET"]),
         Route("/v1/model_registrations/{model_type}", admin.register, methods=["POST"]),

@@ -8,6 +8,9 @@ import msgspec
 
 from xinf import __version__
 from xinf.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, LaunchRequest, RegisterRequest
+from xinf.schemas_audio import SpeechBody
+from xinf.schemas_images import ImageBody
+from xinf.schemas_rerank import RerankBody
 
 _ERROR = {
     "type": "object",
@@ -47,6 +50,12 @@ ROUTES: list[tuple[str, str, str, str | None, list[str]]] = [
     ("post", "/v1/chat/completions", "Chat completion", "ChatRequest", []),
     ("post", "/v1/completions", "Text completion", "CompletionRequest", []),
     ("post", "/v1/embeddings", "Embeddings", "EmbeddingRequest", []),
+    ("post", "/v1/rerank", "Documents ordered by relevance to a query", "RerankBody", []),
+    ("post", "/v1/audio/transcriptions", "Speech to text (multipart/form-data: file, model, ...)", None, []),
+    ("post", "/v1/audio/translations", "Speech to English text (multipart/form-data)", None, []),
+    ("post", "/v1/audio/speech", "Text to speech (audio bytes)", "SpeechBody", []),
+    ("post", "/v1/images/generations", "Text to image", "ImageBody", []),
+    ("get", "/v1/images/files/{name}", "A generated image (PNG)", None, ["name"]),
     ("get", "/v1/engines", "Installed engines", None, []),
     ("get", "/v1/engines/{model_name}", "Engines able to serve a model (Xinference's shape)", None, ["model_name"]),
     ("get", "/v1/engines/{model_type}/{model_name}", "Engine parameters by type", None, ["model_type", "model_name"]),
@@ -74,7 +83,16 @@ ROUTES: list[tuple[str, str, str, str | None, list[str]]] = [
 
 def document() -> dict[str, Any]:
     (_, components) = msgspec.json.schema_components(
-        [ChatRequest, CompletionRequest, EmbeddingRequest, LaunchRequest, RegisterRequest],
+        [
+            ChatRequest,
+            CompletionRequest,
+            EmbeddingRequest,
+            LaunchRequest,
+            RegisterRequest,
+            RerankBody,
+            SpeechBody,
+            ImageBody,
+        ],
         ref_template="#/components/schemas/{name}",
     )
     components["Error"] = _ERROR

@@ -102,7 +102,7 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
     params.n_ctx = ctx.n_ctx
     params.n_parallel = ctx.n_parallel
     # The replica's placed cores (it is pinned to them); the old guess from idle cores where none are placed.
-    threads = cores.threads(placement) or opts.default_threads()
+    threads = opts.placed_threads(cores.threads(placement)) or opts.default_threads()
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
     # The core splits <think> tags itself; llama.cpp must hand over the raw text.

@@ -31,13 +31,15 @@ def estimate(spec: ModelSpec, raw: dict[str, Any], devices: list[Device]) -> Mem
     size = o.DTYPES[dtype]
     params = safetensors_params(spec) or count_params(config)
     weights = params * size
-    # An embedding model runs whole batches through the encoder and keeps no KV cache.
-    embedding = spec.model_type == "embedding" or "embed" in spec.abilities
+    # An embedding model or a reranker runs whole batches through the encoder and keeps no KV cache.
+    embedding = spec.model_type in ("embedding", "rerank") or bool({"embed", "rerank"} & set(spec.abilities))
     tokens = 0 if embedding else kv_tokens(spec, opts, config)
     kv = tokens * kv_bytes_per_token(config, size)
     overhead = activation_bytes(config, opts.max_batch_tokens) + RUNTIME_OVERHEAD
     total = weights + kv + overhead
-    note = f"{params / 1e9:.2f}B parameters in {dtype}; " + ("no KV cache (embeddings)" if embedding else f"KV cache for {tokens} tokens")
+    note = f"{params / 1e9:.2f}B parameters in {dtype}; " + (
+        "no KV cache (an encoder)" if embedding else f"KV cache for {tokens} tokens"
+    )
     if devices:
         share = -(-total // len(devices))
         return MemoryEstimate(

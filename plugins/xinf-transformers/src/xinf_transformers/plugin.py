@@ -9,6 +9,7 @@ one at a time through ``generate()`` (``serial.py``); embedding models through
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 from xinf import cores, hookimpl
 from xinf.errors import InvalidRequest, LaunchError
+from xinf.operations import RerankRequest, RerankResult
 from xinf.prompts import encode_prompt
 from xinf.stops import StopMatcher
 from xinf.types import (
@@ -37,6 +39,7 @@ from xinf_transformers.text import Detokenizer, make_job
 
 log = logging.getLogger(__name__)
 ENGINE = "transformers"
+SERVED_TYPES = ("LLM", "embedding", "rerank")
 
 #: formats served only when their quantization library is installed: (modules, pip package)
 QUANTIZED = {
@@ -56,6 +59,10 @@ def _installed(module: str) -> bool:
 
 @hookimpl
 def match_model(spec: ModelSpec, hardware: Hardware) -> EngineMatch:
+    if spec.model_type not in SERVED_TYPES:
+        return EngineMatch(
+            engine=ENGINE, score=0, reason=f"serves {', '.join(SERVED_TYPES)} models, not {spec.model_type} models"
+        )
     # The default for PyTorch checkpoints on a CPU machine; on CUDA, engines
     # built for GPUs (vLLM, SGLang) should win when they are installed.
     score = 40 if hardware.has_cuda else 60
@@ -134,6 +141,8 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
     if opts.device == "cuda" and not torch.cuda.is_available():
         raise LaunchError("device cuda was asked for but torch sees no CUDA device", param="device")
     dtype_name = o.choose_dtype(opts.dtype, on_cuda=cuda, cuda_bf16=cuda and torch.cuda.is_bf16_supported())
+    if spec.model_type == "rerank" and opts.dtype == "auto" and not cuda:
+        dtype_name = "float32"  # scores as the reference (CrossEncoder) computes them; rerankers are small
     dtype = getattr(torch, dtype_name)
     device = "cuda" if cuda else "cpu"
     settings = Settings.from_env()
@@ -142,6 +151,10 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
         embedder = _load_embedding(path, dtype, device, opts, settings)
         embedder.threads = torch.get_num_threads()  # reported to the server
         return embedder
+    if spec.model_type == "rerank" or "rerank" in spec.abilities:
+        reranker = _load_rerank(path, dtype, device, opts, settings)
+        reranker.threads = torch.get_num_threads()  # reported to the server
+        return reranker
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -199,6 +212,32 @@ def _load_embedding(path: str, dtype: Any, device: str, opts: o.Options, setting
     )
 
 
+def _load_rerank(path: str, dtype: Any, device: str, opts: o.Options, settings: Any) -> Any:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from xinf_transformers.rerank import RerankModel
+
+    try:
+        architectures = json.loads((Path(path) / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        architectures = []
+    if architectures and not any(str(a).endswith("ForSequenceClassification") for a in architectures):
+        raise LaunchError(
+            f"{path} is a {architectures[0]}, not a cross-encoder (a sequence classifier): LLM-style rerankers "
+            "(Qwen3-Reranker, bge-reranker-v2-gemma) are not served by the transformers engine yet"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=opts.trust_remote_code)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, dtype=dtype, trust_remote_code=opts.trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        raise LaunchError(f"transformers could not load {path} as a cross-encoder: {exc}") from None
+    loaded = RerankModel(model.to(device).eval(), tokenizer, settings.batch_size)
+    log.info("loaded reranker %s on %s: at most %d tokens a pair", path, device, loaded.max_length)
+    return loaded
+
+
 @hookimpl
 async def generate(model: Any, request: GenerateRequest) -> AsyncIterator[Chunk]:
     if not isinstance(model, ChatModel):
@@ -247,12 +286,21 @@ async def embed(model: Any, request: EmbedRequest) -> EmbedResult:
 
 @hookimpl
 def convert_ids_to_tokens(model: Any, ids: list[list[int]]) -> list[list[str]]:
-    tokenizer = model.tokenizer  # chat and embedding models both keep theirs
+    tokenizer = model.tokenizer  # chat, embedding and rerank models all keep theirs
     size = len(tokenizer)
     bad = [i for row in ids for i in row if not 0 <= i < size]
     if bad:
         raise InvalidRequest(f"token ids {bad[:5]} are outside the vocabulary (0-{size - 1})", param="input")
     return [list(tokenizer.convert_ids_to_tokens(row)) for row in ids]
+
+
+@hookimpl
+async def rerank(model: Any, request: RerankRequest) -> RerankResult:
+    from xinf_transformers.rerank import RerankModel
+
+    if not isinstance(model, RerankModel):
+        raise InvalidRequest("this model is not a reranker: use a model with the rerank ability", param="model")
+    return await model.rerank(request)
 
 
 @hookimpl
