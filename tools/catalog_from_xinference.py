@@ -51,7 +51,7 @@ PICK = {
 # Written by hand: models that ship offline, the test engine's, and families tests rely on as written.
 HAND = {
     "smollm2-instruct", "qwen2.5-instruct", "qwen3", "llama-3.1-instruct", "phi-4", "mistral-small-instruct",
-    "xinf-test-chat", "xinf-test-reasoning", "all-MiniLM-L6-v2", "xinf-test-embed",
+    "xinf-test-chat", "xinf-test-reasoning", "all-MiniLM-L6-v2", "xinf-test-embed", "ms-marco-minilm-l6-v2",
 }  # fmt: skip
 
 

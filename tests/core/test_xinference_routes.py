@@ -115,7 +115,7 @@ def sync_calls(ctx: dict[str, Any]) -> list[tuple[str, Callable[[], Any], Any]]:
         ),
         ("terminate_model", lambda: c.terminate_model("extra"), lambda r: r is None),
         ("register_model", lambda: c.register_model("LLM", llm, persist=False), lambda r: r["model_name"] == "reg-x"),
-        ("list_model_registrations", lambda: c.list_model_registrations("rerank"), lambda r: r == []),
+        ("list_model_registrations", lambda: c.list_model_registrations("video"), lambda r: r == []),  # none served
         (
             "get_model_registration",
             lambda: c.get_model_registration("LLM", "reg-x"),
@@ -311,7 +311,7 @@ def test_every_async_method(server: ServerProcess) -> None:
             "get_model_reload_config": lambda: c.get_model_reload_config("extra2"),
             "terminate_model": lambda: c.terminate_model("extra2"),
             "register_model": lambda: c.register_model("LLM", registration("reg-y"), persist=False),
-            "list_model_registrations": lambda: c.list_model_registrations("rerank"),
+            "list_model_registrations": lambda: c.list_model_registrations("video"),
             "get_model_registration": lambda: c.get_model_registration("LLM", "reg-y"),
             "unregister_model": lambda: c.unregister_model("LLM", "reg-y"),
             "list_cached_models": c.list_cached_models,
@@ -503,9 +503,12 @@ def test_a_failed_reload_brings_the_old_configuration_back(server: ServerProcess
 def test_a_request_id_in_flight_is_not_reused(server: ServerProcess) -> None:
     server.launch(model_name="xinf-test-chat", model_uid="busy", token_delay=0.1)
     body = {"model": "busy", "messages": [{"role": "user", "content": "x"}], "max_tokens": 30, "request_id": "same"}
-    with server.http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as first:
-        assert first.status_code == 200
-        next(first.iter_lines())
-        second = server.http.post("/v1/chat/completions", json=body)
-        assert second.status_code == 409 and second.json()["error"]["param"] == "request_id"
+    first = threading.Thread(target=server.http.post, args=("/v1/chat/completions",), kwargs={"json": body})
+    first.start()
+    deadline = time.monotonic() + 30
+    while server.http.get("/v1/requests/same/progress").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the first request is in flight
+    second = server.http.post("/v1/chat/completions", json=body)
+    assert second.status_code == 409 and second.json()["error"]["param"] == "request_id"
+    first.join(60)
     server.http.delete("/v1/models/busy")
