@@ -240,6 +240,12 @@ class RunningModel:
                         stats.waiting -= 1
 
     @property
+    def context_length(self) -> int | None:
+        """Tokens one request may use: what the replicas' engines report (llama.cpp: n_ctx / n_parallel), else the spec's."""
+        reported = [r.info["context_length"] for r in self.replicas if isinstance(r.info.get("context_length"), int)]
+        return min(reported) if reported else self.spec.context_length
+
+    @property
     def visible_status(self) -> str:
         """``ready`` only while a replica can take requests: "restarting" while every replica is down."""
         if self.status == "ready" and self.replicas and not any(r.ready for r in self.replicas):
@@ -263,7 +269,7 @@ class RunningModel:
             "quantization": spec.quantization,
             "model_engine": self.engine,
             "model_path": spec.source.path,
-            "context_length": spec.context_length,
+            "context_length": self.context_length,
             "replica": len(self.replicas),
             "status": self.visible_status,
             "error": self.error,

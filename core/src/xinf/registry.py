@@ -60,6 +60,8 @@ class Family(msgspec.Struct, kw_only=True, omit_defaults=True):
     tool_parser: str | None = None  # the tool-call format of its output (Xinference's tool_parser)
     languages: list[str] = msgspec.field(default_factory=list)
     dimensions: int | None = None  # embedding models: the vector size
+    # embedding models trained so that a prefix of the vector is an embedding (the request's ``dimensions``)
+    matryoshka: bool = False
     description: str = ""
     checked: str | None = None  # where the hub ids, sizes and file names were checked
     builtin: bool = False
@@ -91,6 +93,8 @@ class Family(msgspec.Struct, kw_only=True, omit_defaults=True):
             stop=list(self.stop),
             reasoning_start_tag=self.reasoning_start_tag,
             reasoning_end_tag=self.reasoning_end_tag,
+            tool_parser=self.tool_parser,
+            matryoshka=self.matryoshka,
             source=ModelSource(
                 huggingface=fill(spec.huggingface),
                 modelscope=fill(spec.modelscope),

@@ -82,7 +82,13 @@ class ChatRequest(Sampling, kw_only=True, forbid_unknown_fields=True):
 
 
 class CompletionRequest(Sampling, kw_only=True, forbid_unknown_fields=True):
-    prompt: str | Annotated[list[str], Meta(min_length=1, max_length=64)]
+    """``prompt``: text, token ids, or a list of either (checked in ``xinf.server.completions``).
+
+    ``max_tokens`` 0 is allowed with ``echo`` (scoring a text's own tokens).
+    """
+
+    prompt: str | Annotated[list[Any], Meta(min_length=1)]
+    max_tokens: Annotated[int, Meta(ge=0, le=1 << 31)] | None = None
     logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
     echo: bool = False
     suffix: str | None = None
@@ -91,7 +97,7 @@ class CompletionRequest(Sampling, kw_only=True, forbid_unknown_fields=True):
 
 class EmbeddingRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     model: str
-    input: str | Annotated[list[str], Meta(min_length=1, max_length=2048)]
+    input: str | Annotated[list[Any], Meta(min_length=1)]  # texts or token ids: see xinf.server.embeddings
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Annotated[int, Meta(ge=1, le=65536)] | None = None
     user: str | None = None

@@ -64,6 +64,11 @@ class ModelSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     # out of the answer (``reasoning_content``).
     reasoning_start_tag: str | None = None
     reasoning_end_tag: str | None = None
+    # How the model writes tool calls (Xinference's tool_parser names; ``xinf.toolcalls`` parses
+    # the ones it knows); None: engines with a parser of their own decide (llama.cpp's, for one).
+    tool_parser: str | None = None
+    # An embedding model trained so that a prefix of its vector is an embedding too: ``dimensions`` applies.
+    matryoshka: bool = False
     source: ModelSource = msgspec.field(default_factory=ModelSource)
     description: str = ""
     builtin: bool = False
@@ -196,11 +201,17 @@ class GenerateRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     Sampling fields left as None mean "the engine's default".  ``stop`` holds
     strings that end the output (not included in it).  ``logprobs`` is the
     number of top alternatives wanted per token (0 = only the chosen token's),
-    None when the client did not ask.
+    None when the client did not ask.  ``prompt_ids`` is a completion prompt
+    given as token ids (then ``prompt`` is None).  ``prompt_logprobs`` (echo):
+    the engine's first chunk carries the prompt's tokens in
+    ``Chunk.prompt_logprobs`` with that many alternatives each; an engine that
+    cannot raises ``InvalidRequest``.
     """
 
     messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
+    prompt_ids: list[int] | None = None
+    prompt_logprobs: int | None = None
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -212,8 +223,11 @@ class GenerateRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     stop: list[str] = msgspec.field(default_factory=list)
     seed: int | None = None
     logprobs: int | None = None
+    # token id -> bias added to its logit (-100 bans it, 100 forces it); engines without it answer 400
+    logit_bias: dict[int, float] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = None
     chat_template_kwargs: dict[str, Any] = msgspec.field(default_factory=dict)
     ignore_eos: bool = False
@@ -222,6 +236,29 @@ class GenerateRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     def is_chat(self) -> bool:
         return self.messages is not None
 
+    def check_no_logit_bias(self, engine: str) -> None:
+        """For engines without logit biases: a 400 rather than silence."""
+        if self.logit_bias:
+            from xinf.errors import InvalidRequest
+
+            raise InvalidRequest(
+                f"logit_bias is not supported by the {engine} engine", param="logit_bias", code="unsupported_parameter"
+            )
+
+    def check_text_prompt(self, engine: str) -> None:
+        """For engines that take only text: 400 for what they cannot do."""
+        from xinf.errors import InvalidRequest
+
+        if self.prompt_ids is not None:
+            raise InvalidRequest(f"the {engine} engine takes prompts as text, not token ids", param="prompt")
+        self.check_no_logit_bias(engine)
+        if self.prompt_logprobs is not None:
+            raise InvalidRequest(
+                f"the {engine} engine cannot return the prompt's logprobs (echo with logprobs, or echo of "
+                "a token-id prompt)",
+                param="echo",
+            )
+
     @property
     def enable_thinking(self) -> bool | None:
         value = self.chat_template_kwargs.get("enable_thinking")
@@ -229,8 +266,11 @@ class GenerateRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class Usage(msgspec.Struct, kw_only=True):
+    """Tokens of one choice; ``cached_tokens``: prompt tokens the engine took from its prefix cache, if it says."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -238,8 +278,10 @@ class Usage(msgspec.Struct, kw_only=True):
 
 
 class TokenLogprob(msgspec.Struct, kw_only=True):
+    """One token's log probability (None for a prompt's first token: nothing precedes it)."""
+
     token: str
-    logprob: float
+    logprob: float | None
     top_logprobs: list[tuple[str, float]] = msgspec.field(default_factory=list)
 
 
@@ -251,6 +293,9 @@ class Chunk(msgspec.Struct, kw_only=True, omit_defaults=True):
     "tool_calls") and ``usage``.  ``reasoning`` is filled by the core when it
     splits a reasoning model's thoughts from its answer; engines that split
     themselves may fill it too.  ``index`` is the choice number when n > 1.
+    ``tool_calls`` holds OpenAI streaming deltas: a call's first delta has
+    ``index``, ``id``, ``type`` and the whole ``function.name``, later ones
+    ``index`` and ``function.arguments`` fragments.
     """
 
     text: str = ""
@@ -260,11 +305,15 @@ class Chunk(msgspec.Struct, kw_only=True, omit_defaults=True):
     usage: Usage | None = None
     logprobs: list[TokenLogprob] | None = None
     tool_calls: list[dict[str, Any]] | None = None
+    prompt_logprobs: list[TokenLogprob] | None = None
     index: int = 0
 
 
 class EmbedRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Texts to embed, or (``input_ids``, then ``input`` is empty) token-id lists."""
+
     input: list[str]
+    input_ids: list[list[int]] | None = None
     dimensions: int | None = None
 
 

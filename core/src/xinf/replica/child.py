@@ -29,6 +29,7 @@ from xinf.operations import BY_HOOK
 from xinf.plugins import PluginHost
 from xinf.reasoning import ReasoningSplitter
 from xinf.replica import protocol as p
+from xinf.toolcalls.stream import ToolCallStream
 from xinf.types import Chunk, GenerateRequest, ModelSpec
 
 log = logging.getLogger("xinf.replica")
@@ -105,6 +106,10 @@ class Replica:
             self.unload_fn = host.hook(launch.engine, "unload")
         # What the server shows per replica: the real CPUs pinned and the threads the engine runs.
         self.info = {"cpus": cpus, "threads": getattr(self.model, "threads", None)}
+        # The context one request may use (llama.cpp: a slot's share of n_ctx), shown by GET /v1/models.
+        context = getattr(self.model, "context_length", None)
+        if isinstance(context, int) and context > 0:
+            self.info["context_length"] = context
 
     # ------------------------------------------------------------ requests
 
@@ -153,6 +158,10 @@ class Replica:
 
     async def stream(self, rid: int, request: GenerateRequest, index: int) -> None:
         assert self.generate_fn is not None
+        tools = ToolCallStream.for_request(self.spec, request, getattr(self.model, "constrains_tool_calls", False))
+        if tools is not None and tools.forced and self.spec is not None and self.spec.is_reasoning:
+            # The grammar allows only the call: a reasoning model is asked not to think first.
+            request = _replace(request, chat_template_kwargs={**request.chat_template_kwargs, "enable_thinking": False})
         splitter = self.splitter(request)
         chunks: AsyncIterator[Chunk] = self.generate_fn(model=self.model, request=request)
         try:
@@ -164,6 +173,8 @@ class Replica:
                         more_reasoning, more_text = splitter.flush()
                         chunk.reasoning += more_reasoning
                         chunk.text += more_text
+                if tools is not None:
+                    tools.apply(chunk)
                 chunk.index = index
                 self.send(p.Out(id=rid, chunk=chunk))
                 if self.outlet.backlog() > 1 << 20:

@@ -108,6 +108,7 @@ class AccessControl:
                         code="invalid_api_key",
                     ),
                     {"www-authenticate": "Bearer"},
+                    anthropic=path.startswith("/v1/messages"),
                 )
                 return
         if needs_admin(scope["method"], path) and role != ADMIN:
@@ -141,8 +142,11 @@ def _open(path: str) -> bool:
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIX)
 
 
-async def _refuse(send: Any, error: XinfError, headers: dict[str, str] | None = None) -> None:
-    body = encode_json({"error": error.to_dict(), "detail": error.message})
+async def _refuse(send: Any, error: XinfError, headers: dict[str, str] | None = None, anthropic: bool = False) -> None:
+    if anthropic:  # the Messages API's clients read Anthropic's error shape
+        body = encode_json({"type": "error", "error": {"type": error.type, "message": error.message}})
+    else:
+        body = encode_json({"error": error.to_dict(), "detail": error.message})
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": error.status, "headers": raw})

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -19,9 +20,23 @@ from xinf.errors import InvalidRequest, NotFound, XinfError
 from xinf.manager import ModelManager
 from xinf.plugins import PluginHost
 from xinf.registry import Registry
-from xinf.server import admin, audio, images, lifecycle, openai, rerank, security, web, xinference
+from xinf.server import (
+    admin,
+    anthropic,
+    audio,
+    completions,
+    embeddings,
+    images,
+    lifecycle,
+    openai,
+    rerank,
+    security,
+    web,
+    xinference,
+)
 from xinf.server.http import error_response, json_response
 from xinf.server.openapi import document
+from xinf.server.request_id import RequestId
 from xinf.server.state import State, state
 from xinf.settings import Settings
 
@@ -67,8 +82,10 @@ def routes(settings: Settings) -> list[BaseRoute]:
         Route("/v1/models/{uid}/replicas", admin.add_replicas, methods=["POST"]),
         Route("/v1/models/{uid}/replicas/{replica_id}", admin.remove_replica, methods=["DELETE"]),
         Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
-        Route("/v1/completions", openai.completions, methods=["POST"]),
-        Route("/v1/embeddings", openai.embeddings, methods=["POST"]),
+        Route("/v1/completions", completions.completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings.embeddings, methods=["POST"]),
+        Route("/v1/messages", anthropic.messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", anthropic.count_tokens, methods=["POST"]),
         Route("/v1/rerank", rerank.rerank, methods=["POST"]),
         Route("/v1/audio/transcriptions", audio.transcriptions, methods=["POST"]),
         Route("/v1/audio/translations", audio.translations, methods=["POST"]),
@@ -149,7 +166,7 @@ def create_app(
 
     app = Starlette(
         routes=routes(settings),
-        middleware=security.middleware(settings),
+        middleware=[Middleware(RequestId), *security.middleware(settings)],
         lifespan=lifespan,
         exception_handlers={
             XinfError: on_xinf_error,
@@ -165,7 +182,7 @@ def create_app(
 
 
 async def _launch(manager: ModelManager, body: dict[str, Any]) -> None:
-    from xinf.server.admin import split_launch
+    from xinf.server.launchbody import split_launch
 
     try:
         req, options = split_launch(body)

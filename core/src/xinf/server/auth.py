@@ -41,6 +41,7 @@ INFERENCE_POSTS = (
     "/v1/embeddings",
     "/v1/rerank",
     "/v1/messages",
+    "/v1/messages/count_tokens",
     "/v1/audio/",
     "/v1/images/",
     "/v1/tokenize",

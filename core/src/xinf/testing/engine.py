@@ -189,6 +189,17 @@ async def _generate(model: TestModel, request: GenerateRequest) -> AsyncIterator
         )
     if request.response_format and request.response_format.get("type") not in (None, "text"):
         raise InvalidRequest("the test engine supports only text responses", param="response_format")
+    request.check_no_logit_bias("test")
+    if request.prompt_logprobs is not None:
+        # Each prompt word is a token of logprob -1 (the first has none), alternatives the same word.
+        words = [(" " if i else "") + w for i, w in enumerate(prompt.split())]
+        top = request.prompt_logprobs
+        yield Chunk(
+            prompt_logprobs=[
+                TokenLogprob(token=w, logprob=None if i == 0 else -1.0, top_logprobs=[] if i == 0 else [(w, -1.0)] * top)
+                for i, w in enumerate(words)
+            ]
+        )
     max_tokens = request.max_tokens or opts.max_tokens_default
     stops = StopMatcher(request.stop)
     pieces = _pieces(opts, prompt, request.seed)
@@ -235,12 +246,13 @@ async def _generate(model: TestModel, request: GenerateRequest) -> AsyncIterator
 def embed(model: TestModel, request: EmbedRequest) -> EmbedResult:
     dims = request.dimensions or 8
     vectors = []
-    for text in request.input:
+    texts = [" ".join(f"t{i}" for i in ids) for ids in request.input_ids] if request.input_ids else request.input
+    for text in texts:
         digest = hashlib.sha256(text.encode()).digest()
         vec = [(digest[i % len(digest)] - 128) / 128 for i in range(dims)]
         norm = sum(v * v for v in vec) ** 0.5 or 1.0
         vectors.append([v / norm for v in vec])
-    return EmbedResult(embeddings=vectors, prompt_tokens=sum(len(t.split()) for t in request.input))
+    return EmbedResult(embeddings=vectors, prompt_tokens=sum(len(t.split()) for t in texts))
 
 
 @hookimpl
@@ -255,6 +267,8 @@ def convert_ids_to_tokens(model: TestModel, ids: list[list[int]]) -> list[list[s
 
 def _prompt_text(request: GenerateRequest) -> str:
     if request.messages is None:
+        if request.prompt_ids is not None:
+            return " ".join(f"t{i}" for i in request.prompt_ids)  # one word per token id
         return request.prompt or ""
     parts = []
     for message in request.messages:

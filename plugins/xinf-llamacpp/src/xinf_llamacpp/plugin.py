@@ -91,8 +91,10 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
     if not path or not os.path.isfile(path):
         raise LaunchError(f"llama.cpp needs a GGUF file; {path or 'no path'} is not one")
     flat = opts.flat(options)
+    n_vocab = 0
     try:
-        n_ctx_train = _shape(path).n_ctx_train
+        shape = _shape(path)
+        n_ctx_train, n_vocab = shape.n_ctx_train, shape.n_vocab
     except Exception:
         n_ctx_train = spec.context_length  # llama.cpp will say what is wrong with the file
     ctx = opts.context(flat, n_ctx_train)
@@ -142,6 +144,7 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
         n_parallel=ctx.n_parallel,
         per_slot=ctx.per_slot,
         gpu_layers=params.n_gpu_layers,
+        n_vocab=n_vocab,
         http_key=params.api_keys[0] if params.api_keys else None,
         threads=params.cpuparams.n_threads,
     )

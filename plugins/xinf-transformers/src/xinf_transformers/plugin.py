@@ -8,6 +8,7 @@ one at a time through ``generate()`` (``serial.py``); embedding models through
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import logging
@@ -20,6 +21,7 @@ from xinf.errors import InvalidRequest, LaunchError
 from xinf.operations import RerankRequest, RerankResult
 from xinf.prompts import encode_prompt
 from xinf.stops import StopMatcher
+from xinf.toolcalls import known
 from xinf.types import (
     Chunk,
     Device,
@@ -96,6 +98,14 @@ class ChatModel:
         self.batching = batching
         self.threads: int | None = None  # torch's intra-op threads
         self.eos_ids, self.stop_strings = _eos_and_stops(spec, tokenizer, model)
+        from xinf_transformers import constrain
+
+        # With llguidance, JSON responses and forced tool calls are constrained (one request at a time).
+        self.constrains_tool_calls = constrain.available()
+        self.grammars = constrain.Grammars(
+            tokenizer, int(model.config.get_text_config().vocab_size), sorted(self.eos_ids)
+        )
+        self._serial: Any = None
         generation = getattr(model, "generation_config", None)
         self.defaults: dict[str, Any] = {}
         if generation is not None and getattr(generation, "do_sample", False):
@@ -103,6 +113,14 @@ class ChatModel:
                 value = getattr(generation, name, None)
                 if value is not None:
                     self.defaults[name] = value
+
+    def constrained_runner(self) -> Any:
+        """Constrained requests run through ``generate()`` with a logits processor, beside any batch."""
+        if self._serial is None:
+            from xinf_transformers.serial import SerialRunner
+
+            self._serial = self.runner if not self.batching else SerialRunner(self.model, self.tokenizer)
+        return self._serial
 
 
 def _eos_and_stops(spec: ModelSpec, tokenizer: Any, model: Any) -> tuple[set[int], list[str]]:
@@ -244,15 +262,29 @@ async def generate(model: Any, request: GenerateRequest) -> AsyncIterator[Chunk]
         raise InvalidRequest("this model only embeds: use /v1/embeddings", param="model")
     prompt_ids = encode_prompt(model.tokenizer, model.spec, request)
     job = make_job(
-        prompt_ids, request, context_length=model.context_length, eos_ids=model.eos_ids, defaults=model.defaults
+        prompt_ids,
+        request,
+        context_length=model.context_length,
+        eos_ids=model.eos_ids,
+        defaults=model.defaults,
+        constrained=model.constrains_tool_calls,
     )
-    model.runner.check(job)  # refusals become 400s before the stream starts
+    runner = model.runner if job.schema is None else model.constrained_runner()
+    runner.check(job)  # refusals become 400s before the stream starts
+    processors = [await asyncio.to_thread(model.grammars.processor, job.schema)] if job.schema is not None else []
+    if request.prompt_logprobs is not None:  # echo: the prompt's tokens with their log probabilities
+        from xinf_transformers.text import prompt_logprobs
+
+        yield Chunk(
+            prompt_logprobs=await asyncio.to_thread(prompt_logprobs, model, prompt_ids, request.prompt_logprobs)
+        )
     stops = StopMatcher([*request.stop, *model.stop_strings])
-    text = Detokenizer(model.tokenizer)
     eos = set(job.eos_ids)
+    parsing_tools = bool(request.tools and known(model.spec.tool_parser) and request.tool_choice != "none")
+    text = Detokenizer(model.tokenizer, keep_special=parsing_tools, drop=eos if parsing_tools else ())
     produced = 0
     finish = "length"
-    stream = model.runner.tokens(job)
+    stream = runner.tokens(job, processors) if processors else runner.tokens(job)
     try:
         async for ids in stream:
             produced += len(ids)

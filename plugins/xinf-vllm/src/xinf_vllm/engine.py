@@ -22,6 +22,8 @@ from typing import Any
 
 from xinf import cores
 from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, LaunchError
+from xinf.toolcalls import known
+from xinf.toolcalls.choice import forced_schema, is_forced
 from xinf.types import Chunk, GenerateRequest, ModelSpec, Placement, TokenLogprob, Usage
 from xinf_vllm import memory
 from xinf_vllm import settings as s
@@ -37,12 +39,21 @@ _SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "pr
 
 
 class VllmModel:
-    """A running ``AsyncLLM`` and what generation needs to know about it."""
+    """A running ``AsyncLLM`` and what generation needs to know about it.
+
+    Tool calls: xinf drives ``AsyncLLM`` directly, below vLLM's OpenAI layer
+    where its tool parsers live, so the core parses the family's declared
+    format; a forced call is constrained with vLLM's structured outputs.
+    """
+
+    #: forced tool calls are constrained to ``xinf.toolcalls.choice.forced_schema`` (see ``sampling_params``)
+    constrains_tool_calls = True
 
     def __init__(self, engine: Any, spec: ModelSpec, rpc_dir: str):
         self.engine = engine
         self.spec = spec
         self.max_model_len = int(engine.model_config.max_model_len)
+        self.context_length = self.max_model_len  # what one request may use (reported to the server)
         self.rpc_dir = rpc_dir
         self.threads: int | None = None  # vLLM-CPU's OpenMP threads (VLLM_CPU_OMP_THREADS_BIND)
         # The model's generation_config.json defaults, as vLLM's own server applies them.
@@ -221,6 +232,12 @@ def sampling_params(model: VllmModel, request: GenerateRequest, prompt_tokens: i
         structured = StructuredOutputsParams(json=schema)
     elif fmt.get("type") not in (None, "text"):
         raise InvalidRequest(f"unsupported response_format type {fmt.get('type')!r}", param="response_format")
+    if request.tools and known(model.spec.tool_parser) and is_forced(request.tool_choice):
+        if structured is not None:
+            raise InvalidRequest(
+                "response_format cannot be combined with a forced tool call (tool_choice)", param="response_format"
+            )
+        structured = StructuredOutputsParams(json=forced_schema(request.tools, request.tool_choice))
     try:
         return SamplingParams(
             **fields,
@@ -260,6 +277,7 @@ async def generate(model: VllmModel, request: GenerateRequest) -> AsyncIterator[
 
     if model.engine is None:
         raise EngineError("the vLLM engine has been shut down")
+    request.check_text_prompt("vllm")
     try:
         prompt = await render(model, request)
     except VLLMClientError as exc:
