@@ -48,10 +48,10 @@ PICK = {
         "bce-reranker-base_v1", "minicpm-reranker",
     ],
 }  # fmt: skip
-# Written by hand: models that ship offline, the test engine's, and families tests rely on as written.
+# Written by hand though Xinference lists a family of that name: kept as written (tests rely on them).
 HAND = {
     "smollm2-instruct", "qwen2.5-instruct", "qwen3", "llama-3.1-instruct", "phi-4", "mistral-small-instruct",
-    "xinf-test-chat", "xinf-test-reasoning", "all-MiniLM-L6-v2", "xinf-test-embed",
+    "xinf-test-chat", "xinf-test-reasoning", "all-MiniLM-L6-v2", "xinf-test-embed", "ms-marco-minilm-l6-v2",
 }  # fmt: skip
 
 
@@ -81,7 +81,7 @@ def main(root: Path, commit: str) -> None:
     for model_type, (source, target) in SOURCES.items():
         entries = {e["model_name"]: e for e in json.loads((root / source).read_bytes())}
         out_path = FAMILIES / target
-        kept = [f for f in json.loads(out_path.read_bytes()) if f["name"] in HAND] if out_path.exists() else []
+        existing = json.loads(out_path.read_bytes()) if out_path.exists() else []
         generated = []
         for name in PICK[model_type]:
             try:
@@ -95,8 +95,13 @@ def main(root: Path, commit: str) -> None:
             if "checked_note" in family:
                 family["checked"] += "; " + family.pop("checked_note")
             generated.append(family)
-        out_path.write_text(_dump(kept + generated))
-        print(f"{target}: {len(kept)} by hand + {len(generated)} from {source}")
+        # Entries not read from that data (written by hand, test models) stay as they are, where they are;
+        # generated ones are replaced in place, new ones appended.
+        fresh = {f["name"]: f for f in generated}
+        merged = [fresh.pop(f["name"], f) if f["name"] not in HAND else f for f in existing]
+        merged += list(fresh.values())
+        out_path.write_text(_dump(merged))
+        print(f"{target}: {len(merged) - len(generated)} by hand + {len(generated)} from {source}")
 
 
 def _dump(families: list[dict]) -> str:

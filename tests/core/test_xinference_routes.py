@@ -120,6 +120,7 @@ def sync_calls(ctx: dict[str, Any]) -> list[tuple[str, Callable[[], Any], Any]]:
             lambda: c.list_model_registrations("rerank"),
             lambda r: {"model_name": "bge-reranker-base", "is_builtin": True} in r,
         ),
+        ("list_model_registrations", lambda: c.list_model_registrations("video"), lambda r: r == []),  # none served
         (
             "get_model_registration",
             lambda: c.get_model_registration("LLM", "reg-x"),
@@ -315,7 +316,7 @@ def test_every_async_method(server: ServerProcess) -> None:
             "get_model_reload_config": lambda: c.get_model_reload_config("extra2"),
             "terminate_model": lambda: c.terminate_model("extra2"),
             "register_model": lambda: c.register_model("LLM", registration("reg-y"), persist=False),
-            "list_model_registrations": lambda: c.list_model_registrations("rerank"),
+            "list_model_registrations": lambda: c.list_model_registrations("video"),
             "get_model_registration": lambda: c.get_model_registration("LLM", "reg-y"),
             "unregister_model": lambda: c.unregister_model("LLM", "reg-y"),
             "list_cached_models": c.list_cached_models,
@@ -488,3 +489,31 @@ def test_login_with_the_api_key(tmp_path: Path) -> None:
         client.login("anyone", "sekret")
         assert client.list_models() == {}
         client.close()
+
+
+def test_a_failed_reload_brings_the_old_configuration_back(server: ServerProcess) -> None:
+    client = xc.RESTfulClient(server.url)
+    client.launch_model(model_name="xinf-test-chat", model_uid="reloaded", envs={"TOKEN": "secret-value"})
+    op = client.reload_model("reloaded", {"fail_load": "the new weights are broken"})
+    assert op["stage"] == "draining"
+    status = wait_reload(client, "reloaded")
+    assert status["stage"] == "error" and "the new weights are broken" in status["error"]
+    assert client.describe_model("reloaded")["status"] == "ready"  # the old configuration, running again
+    config = client.get_model_reload_config("reloaded")
+    assert "fail_load" not in config["values"] and config["values"]["envs"] == {"TOKEN": "***"}
+    client.terminate_model("reloaded")
+    client.close()
+
+
+def test_a_request_id_in_flight_is_not_reused(server: ServerProcess) -> None:
+    server.launch(model_name="xinf-test-chat", model_uid="busy", token_delay=0.1)
+    body = {"model": "busy", "messages": [{"role": "user", "content": "x"}], "max_tokens": 30, "request_id": "same"}
+    first = threading.Thread(target=server.http.post, args=("/v1/chat/completions",), kwargs={"json": body})
+    first.start()
+    deadline = time.monotonic() + 30
+    while server.http.get("/v1/requests/same/progress").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the first request is in flight
+    second = server.http.post("/v1/chat/completions", json=body)
+    assert second.status_code == 409 and second.json()["error"]["param"] == "request_id"
+    first.join(60)
+    server.http.delete("/v1/models/busy")

@@ -253,14 +253,16 @@ async def _reload(st: State, op: dict[str, Any], old: dict[str, Any], new: dict[
         await st.manager.launch(req, options)
         op.update(stage="ready", status="ready")
     except XinfError as exc:
-        op.update(stage="error", status="error", error=exc.message)
-        log.error("reload of %s failed, launching its old configuration: %s", uid, exc.message)
+        error = exc.message
+        op["stage"] = "restoring"
+        log.error("reload of %s failed, launching its old configuration: %s", uid, error)
         if uid not in st.manager.models:
             try:
                 req, options = split_launch(dict(old))
                 await st.manager.launch(req, options)
             except XinfError as again:
-                op["error"] += f"; the old configuration failed too: {again.message}"
+                error += f"; the old configuration failed too: {again.message}"
+        op.update(stage="error", status="error", error=error)  # final: the old configuration runs again (or not)
     op["finished_at"] = time.time()
 
 
