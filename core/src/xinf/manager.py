@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from xinf import hub, placement, virtualenv
+from xinf import adapters, hub, placement, virtualenv
 from xinf.devices import inventory
 from xinf.downloads import LaunchCancelled
 from xinf.engine import Hardware, ModelSpec
@@ -98,6 +98,8 @@ class ModelManager:
             )
         else:
             raise InvalidRequest("give model_name or model_path", param="model_name")
+        loras = adapters.from_config(req.peft_model_config)
+        candidates = [adapters.with_adapters(c, loras) for c in candidates]
         first_error: InvalidRequest | None = None
         for spec in candidates:
             try:
@@ -122,6 +124,7 @@ class ModelManager:
         uid = req.model_uid or spec.name
         if not _UID.match(uid):
             raise InvalidRequest(f"invalid model_uid {uid!r}: use letters, digits, '.', '_' and '-'", param="model_uid")
+        adapters.check_uid(uid, spec.adapters)
         if req.enable_thinking is not None and not spec.is_reasoning:
             raise InvalidRequest(
                 f"{spec.name} is not a reasoning model; enable_thinking does not apply", param="enable_thinking"

@@ -197,6 +197,7 @@ class RunningModel:
             "status": self.status,
             "error": self.error,
             "virtual_env": None if self.python == sys.executable else self.python,
+            "adapters": [{"name": a.name, "path": a.path, "scale": a.scale} for a in spec.adapters],
             "replicas": [
                 {
                     "index": r.index,

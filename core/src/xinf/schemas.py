@@ -56,6 +56,8 @@ class Sampling(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     user: str | None = None
     ignore_eos: bool = False
     logit_bias: dict[str, float] | None = None
+    # Xinference's generate_config key: the LoRA adapter to run with (also "<uid>:<adapter>" as model).
+    lora_name: str | None = None
 
     @property
     def stops(self) -> list[str]:
@@ -117,9 +119,10 @@ class LaunchRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     virtual_env_packages: list[str] | None = None
     virtual_env_find_links: list[str] | None = None
     download_hub: Literal["huggingface", "modelscope", "csghub"] | None = None
+    # LoRA adapters: {"lora_list": [{"lora_name", "local_path"[, "scale"]}]} (xinf.adapters)
+    peft_model_config: dict[str, Any] | None = None
     # Accepted for compatibility with Xinference clients, unused here.
     n_worker: int | None = None
-    peft_model_config: dict[str, Any] | None = None
     replica_config: list[dict[str, Any]] | None = None
 
 

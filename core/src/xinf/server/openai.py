@@ -14,6 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from xinf import adapters
 from xinf.engine import Chunk, EmbedRequest, GenerateRequest, TokenLogprob
 from xinf.errors import InvalidRequest, XinfError
 from xinf.model import RunningModel
@@ -261,8 +262,9 @@ def completion_logprobs(items: list[TokenLogprob], offset: int) -> dict[str, Any
 async def chat_completions(request: Request) -> Response:
     st = state(request)
     req = decode(await read_body(request, st.max_body), ChatRequest)
-    model = st.manager.get(req.model)
+    model, adapter = adapters.lookup(st.manager, req.model, req.lora_name)
     gen = chat_request(req, model, st)
+    gen.adapter = adapter
     first, rest = await first_and_rest(model.generate(gen, req.n, keepalive(st, req.stream)))
     cid = f"chatcmpl-{secrets.token_hex(12)}"
     created = int(time.time())
@@ -366,9 +368,11 @@ def _choice(index: int, delta: dict[str, Any], finish: str | None = None) -> dic
 async def completions(request: Request) -> Response:
     st = state(request)
     req = decode(await read_body(request, st.max_body), CompletionRequest)
-    model = st.manager.get(req.model)
+    model, adapter = adapters.lookup(st.manager, req.model, req.lora_name)
     prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
     gens = [completion_request(req, prompt, model, st) for prompt in prompts]
+    for gen in gens:
+        gen.adapter = adapter
     pings = keepalive(st, req.stream)
     first, rest = await first_and_rest(merged([model.generate(g, req.n, pings) for g in gens], req.n))
     cid = f"cmpl-{secrets.token_hex(12)}"
@@ -494,4 +498,5 @@ async def embeddings(request: Request) -> Response:
 
 async def list_models(request: Request) -> Response:
     st = state(request)
-    return json_response({"object": "list", "data": [m.describe() for m in st.manager.models.values()]})
+    data = [m.describe() for m in st.manager.models.values()] + adapters.listed(st.manager)
+    return json_response({"object": "list", "data": data})

@@ -24,6 +24,7 @@ from typing import Any
 
 from xinf.engine import Chunk, GenerateRequest, ModelSpec, TokenLogprob, Usage
 from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, XinfError
+from xinf_llamacpp.lora import request_scales
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class LlamaCppModel:
             body["stop"] = stops
         if request.ignore_eos:
             body["ignore_eos"] = True
+        if self.spec.adapters:
+            body["lora"] = request_scales(self.spec.adapters, request.adapter)
         if request.response_format:
             body["response_format"] = request.response_format
         if request.logprobs is not None:

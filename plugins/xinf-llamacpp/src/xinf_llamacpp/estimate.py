@@ -295,6 +295,8 @@ class Settings:
     n_gpu_layers: int | None = None  # None: choose
     projector: int = 0
     projector_on_gpu: bool = True
+    # LoRA adapter bytes by layer (n_layer: the output layer, -1: the input embeddings); see adapter_layers
+    adapters: dict[int, int] = field(default_factory=dict)
 
     @classmethod
     def from_options(cls, options: dict[str, Any], context: Context, projector: int = 0) -> Settings:
@@ -321,6 +323,21 @@ class Settings:
             projector=projector,
             projector_on_gpu=parse_bool(options.get("mmproj_use_gpu", True), "mmproj_use_gpu"),
         )
+
+
+def adapter_layers(tensor_bytes: dict[str, int], n_layer: int) -> dict[int, int]:
+    """LoRA bytes by base tensor name -> by layer, as ``Settings.adapters`` wants them."""
+    out: dict[int, int] = {}
+    for name, size in tensor_bytes.items():
+        parts = name.split(".")
+        if parts[0] == "blk" and len(parts) > 1 and parts[1].isdigit():
+            layer = int(parts[1])
+        elif name.startswith("token_embd"):
+            layer = -1
+        else:
+            layer = n_layer  # output.weight and the like
+        out[layer] = out.get(layer, 0) + size
+    return out
 
 
 def plan(shape: ModelShape, settings: Settings, free: list[int]) -> Plan:
@@ -356,20 +373,22 @@ def _plan_for(shape: ModelShape, s: Settings, free: list[int], n: int) -> Plan:
     for il in range(shape.n_layer):
         d = where[il]
         kv_on_device = d is not None and not s.no_kv_offload
+        layer = shape.layer_bytes[il] + s.adapters.get(il, 0)  # llama.cpp keeps a LoRA beside its tensor
         if d is None:
-            host += shape.layer_bytes[il]
+            host += layer
         else:
-            per_device[d] += shape.layer_bytes[il]
+            per_device[d] += layer
             on_device[d] = True
         if kv_on_device:
             per_device[d] += kv[il]  # type: ignore[index]
         else:
             host += kv[il]
     out_dev = where[shape.n_layer]
+    host += s.adapters.get(-1, 0)
     if out_dev is None:
-        host += shape.output_bytes
+        host += shape.output_bytes + s.adapters.get(shape.n_layer, 0)
     else:
-        per_device[out_dev] += shape.output_bytes + shape.tied_bytes
+        per_device[out_dev] += shape.output_bytes + shape.tied_bytes + s.adapters.get(shape.n_layer, 0)
         on_device[out_dev] = True
     if s.projector:
         if devices and s.projector_on_gpu:
@@ -401,7 +420,7 @@ def _plan_for(shape: ModelShape, s: Settings, free: list[int], n: int) -> Plan:
         total_layers=total,
         per_device=per_device,
         host=host,
-        weights=shape.weights + s.projector,
+        weights=shape.weights + s.projector + sum(s.adapters.values()),
         kv_cache=kv_total,
         graph=graph,
         fits=all(need <= f for need, f in zip(per_device, free)),
