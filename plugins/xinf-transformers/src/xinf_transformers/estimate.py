@@ -31,6 +31,10 @@ def estimate(spec: ModelSpec, raw: dict[str, Any], devices: list[Device]) -> Mem
     size = o.DTYPES[dtype]
     params = safetensors_params(spec) or count_params(config)
     weights = params * size
+    if spec.adapters:
+        from xinf_transformers.adapters import parameters
+
+        weights += 4 * sum(parameters(a) for a in spec.adapters)  # peft keeps LoRA weights in float32
     tokens = kv_tokens(spec, opts, config)
     kv = tokens * kv_bytes_per_token(config, size)
     overhead = activation_bytes(config, opts.max_batch_tokens) + RUNTIME_OVERHEAD
