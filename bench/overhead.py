@@ -23,10 +23,10 @@ from pathlib import Path
 
 import httpx
 
-from xinf.engine import GenerateRequest, Placement
 from xinf.plugins import PluginHost
 from xinf.registry import Registry
 from xinf.testing.server import ServerProcess
+from xinf.types import GenerateRequest, Placement
 
 
 async def in_process(requests: int, concurrency: int, tokens: int, delay: float) -> list[float]:

@@ -47,7 +47,7 @@ def engine_args(path: Path, settings: Settings) -> dict[str, Any]:
     """What xinf's plugin would give ``AsyncEngineArgs`` for this launch."""
     from vllm.engine.arg_utils import AsyncEngineArgs
 
-    from xinf.engine import ModelSource, ModelSpec, Placement
+    from xinf.types import ModelSource, ModelSpec, Placement
     from xinf_vllm.engine import engine_args as plugin_args
     from xinf_vllm.engine import prepare_environment
 

@@ -18,9 +18,9 @@ import msgspec
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter
 
-from xinf.engine import ModelSpec
 from xinf.hub import package_dir
 from xinf.registry import Registry
+from xinf.types import ModelSpec
 
 Q = GGMLQuantizationType
 

@@ -37,6 +37,7 @@ class LocalRayCluster:
         self.client_port = client_port  # a Ray Client server on the head (ray://127.0.0.1:PORT)
         self.tmp = tempfile.mkdtemp(prefix="xr", dir="/tmp")  # unix socket paths must stay short
         self.cluster: Cluster | None = None
+        self.saved_ray_tmpdir: str | None = None
         self.nodes: list[Any] = []
 
     @property
@@ -46,6 +47,12 @@ class LocalRayCluster:
 
     def start(self) -> LocalRayCluster:
         head, *workers = self.specs
+        # Ray writes the cluster's address to $RAY_TMPDIR/ray/ray_current_cluster (default /tmp/ray) whatever
+        # temp_dir the nodes get, and fails where that folder does not exist (a brand-new machine): point it at
+        # this cluster's own folder, created here and removed with it.
+        os.makedirs(os.path.join(self.tmp, "ray"), exist_ok=True)
+        self.saved_ray_tmpdir = os.environ.get("RAY_TMPDIR")
+        os.environ["RAY_TMPDIR"] = self.tmp
         self.cluster = Cluster(
             initialize_head=True,
             shutdown_at_exit=True,
@@ -86,6 +93,10 @@ class LocalRayCluster:
             finally:
                 self.cluster = None
                 shutil.rmtree(self.tmp, ignore_errors=True)
+                if self.saved_ray_tmpdir is None:
+                    os.environ.pop("RAY_TMPDIR", None)
+                else:
+                    os.environ["RAY_TMPDIR"] = self.saved_ray_tmpdir
 
     def __enter__(self) -> LocalRayCluster:
         return self.start()

@@ -13,7 +13,6 @@ import importlib.util
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ import openai
 import pytest
 
 from xinf.testing.server import ServerProcess, free_port
+from xinf.testing.wait import wait_for
 
 # raycluster points Ray at the loopback address before importing it; skipped where Ray is not installed.
 raycluster = pytest.importorskip("raycluster")
@@ -31,16 +31,6 @@ LocalRayCluster = raycluster.LocalRayCluster
 
 GiB = 1 << 30
 HELLO = [{"role": "user", "content": "hello"}]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 def xinf(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:

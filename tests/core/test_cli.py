@@ -69,9 +69,14 @@ def test_engines_for_a_model_says_why_not(server: ServerProcess) -> None:
     out = xinf("engines", "--model", "qwen3", endpoint=server.url).stdout.splitlines()
     assert out[0].split() == ["ENGINE", "AVAILABLE", "SPECS", "OR", "REASON"]
     test_row = next(line for line in out if line.startswith("test "))
-    assert "serves only format 'test'" in test_row
+    assert test_row.count("serves only format 'test'") == 1  # said once, not once per spec
     ok = xinf("engines", "--model", "xinf-test-chat", endpoint=server.url).stdout
     assert "yes" in ok and "test none" in ok
+    # the count is the number of specs the engine can serve, as the web page says it
+    api = server.http.get("/v1/engines", params={"model": "xinf-test-chat"}).json()
+    served = next(m for m in api["matches"] if m["engine"] == "test")["specs"]
+    n = len(served)
+    assert f"{n} spec{'s' if n != 1 else ''}:" in ok
 
 
 def test_help_imports_nothing_heavy() -> None:
@@ -83,3 +88,11 @@ def test_help_imports_nothing_heavy() -> None:
     ).stderr
     for name in ("torch", "transformers", "xllamacpp", "vllm"):
         assert f" {name}\n" not in importtime and f" {name}." not in importtime
+
+
+def test_every_client_command_takes_json() -> None:
+    from xinf.cli.main import cli
+
+    client_commands = [c for c in cli.commands.values() if any(p.name == "endpoint" for p in c.params)]
+    assert len(client_commands) >= 10
+    assert [c.name for c in client_commands if not any(p.name == "as_json" for p in c.params)] == []

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from xinf.devices import parse_size, simulated_devices
-from xinf.engine import Device, Hardware, MemoryEstimate
 from xinf.errors import LaunchError
 from xinf.placement import Ledger, plan
+from xinf.types import Device, Hardware, MemoryEstimate
 
 GiB = 1 << 30
 

@@ -6,9 +6,9 @@ import msgspec
 import pytest
 
 from xinf.devices import simulated_devices
-from xinf.engine import Device, Hardware, MemoryEstimate, Node
 from xinf.errors import LaunchError
 from xinf.placement import Ledger, plan
+from xinf.types import Device, Hardware, MemoryEstimate, Node
 
 GiB = 1 << 30
 

@@ -11,10 +11,10 @@ import pytest
 
 from xinf import hookimpl
 from xinf.devices import inventory
-from xinf.engine import EngineMatch, ModelSpec
 from xinf.errors import InvalidRequest
 from xinf.plugins import PluginHost
 from xinf.testing.server import ServerProcess
+from xinf.types import EngineMatch, ModelSpec
 
 
 def fake_plugin(score: int, reason: str = "") -> object:

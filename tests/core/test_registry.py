@@ -26,7 +26,7 @@ def test_builtin_families_resolve_with_quantization_filled_in() -> None:
     gptq = registry.candidates("Qwen2.5-Instruct", format="gptq", quantization="Int8")[0]
     assert gptq.source.huggingface == "Qwen/Qwen2.5-7B-Instruct-GPTQ-Int8"
     assert registry.candidates("qwen3")[0].reasoning_end_tag == "</think>"
-    assert {f.name for f in registry.list(model_type="embedding")} >= {"all-MiniLM-L6-v2"}
+    assert {f.name for f in registry.list_families(model_type="embedding")} >= {"all-MiniLM-L6-v2"}
 
 
 def test_unknown_spec_lists_what_exists() -> None:

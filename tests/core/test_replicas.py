@@ -6,22 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import openai
 import pytest
 
 from xinf.testing.server import ServerProcess
-
-
-def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
+from xinf.testing.wait import wait_for
 
 
 def alive(pid: int) -> bool:

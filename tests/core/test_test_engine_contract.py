@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from xinf.engine import ModelSpec
 from xinf.registry import Registry
 from xinf.testing.contract import EngineContract
+from xinf.types import ModelSpec
 
 
 class TestTestEngine(EngineContract):

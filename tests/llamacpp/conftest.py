@@ -8,7 +8,7 @@ pytest.importorskip("xinf_llamacpp", reason="the llama.cpp plugin is not install
 
 from llamacpp_models import smollm2_spec
 
-from xinf.engine import ModelSpec
+from xinf.types import ModelSpec
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from llamacpp_models import smollm2_spec
 
-from xinf.engine import ModelSpec
 from xinf.testing.contract import EngineContract
+from xinf.types import ModelSpec
 
 
 class TestLlamaCpp(EngineContract):

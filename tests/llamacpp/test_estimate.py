@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from llamacpp_models import gemma2_like, llama3_8b, qwen25_05b, smollm2_spec
 
-from xinf.engine import Device, Hardware, MemoryEstimate, ModelSource, ModelSpec
 from xinf.errors import LaunchError
+from xinf.gguf import read_header
 from xinf.placement import Ledger, plan
-from xinf_llamacpp.gguf_header import read_header
+from xinf.types import Device, Hardware, MemoryEstimate, ModelSource, ModelSpec
 from xinf_llamacpp.plugin import estimate_vram
 
 MiB, GiB = 1 << 20, 1 << 30

@@ -6,8 +6,8 @@ import httpx
 import pytest
 
 from xinf.devices import inventory
-from xinf.engine import ModelSource, ModelSpec, Placement
 from xinf.errors import LaunchError
+from xinf.types import ModelSource, ModelSpec, Placement
 from xinf_llamacpp.plugin import load, match_model, unload
 
 
@@ -77,7 +77,7 @@ def slots(model: object) -> list[dict]:
 async def test_closing_a_stream_stops_the_llamacpp_task(smollm2: ModelSpec) -> None:
     import asyncio
 
-    from xinf.engine import GenerateRequest
+    from xinf.types import GenerateRequest
     from xinf_llamacpp.plugin import generate
 
     model = load(
@@ -106,7 +106,7 @@ async def test_closing_a_stream_stops_the_llamacpp_task(smollm2: ModelSpec) -> N
 async def test_json_schema_constrains_the_output(smollm2: ModelSpec) -> None:
     import json
 
-    from xinf.engine import GenerateRequest
+    from xinf.types import GenerateRequest
     from xinf_llamacpp.plugin import generate
 
     model = load(spec=smollm2, options={"n_ctx": 512, "n_parallel": 1, "n_threads": 1}, placement=Placement())

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from xinf.engine import Hardware, ModelSource, ModelSpec, Placement
 from xinf.errors import ContextLengthExceeded, InvalidRequest, LaunchError
 from xinf.plugins import PluginHost
 from xinf.testing.contract import EngineContract, aio, collect, text_of
+from xinf.types import Hardware, ModelSource, ModelSpec, Placement
 
 pytest.importorskip("mlx_lm")
 

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,10 +14,11 @@ import httpx
 import pytest
 
 from xinf.downloads import select
-from xinf.engine import ModelSource, ModelSpec
 from xinf.errors import LaunchError
 from xinf.testing.fakehub import FakeHub
-from xinf.testing.server import ServerProcess
+from xinf.testing.server import ServerProcess, free_port
+from xinf.testing.wait import wait_for
+from xinf.types import ModelSource, ModelSpec
 
 GGUFS = {
     "tiny-Q4_K_M.gguf": os.urandom(300_000),
@@ -150,12 +150,27 @@ def test_gives_up_after_max_attempts(start_server, hub: FakeHub) -> None:
     register(server, family("tiny", "org/tiny-gguf", file="tiny-{quantization}.gguf"))
     hub.fail("tiny-Q8_0.gguf", "500", "500", "500")
     response = server.http.post("/v1/models", json={"model_name": "tiny", "quantization": "Q8_0"})
-    assert response.status_code == 400
-    assert response.json()["error"]["message"] == (
+    assert response.status_code == 502  # the hub failed, not the client
+    error = response.json()["error"]
+    assert error["code"] == "hub_unavailable"
+    assert error["message"].startswith(
         "could not download tiny-Q8_0.gguf of org/tiny-gguf from huggingface after 2 attempt(s): "
-        "tiny-Q8_0.gguf: HTTP 500 from 127.0.0.1"
+        "tiny-Q8_0.gguf: HTTP 500 from 127.0.0.1. "
     )
+    assert "--model-path" in error["message"]
     assert len(hub.gets("tiny-Q8_0.gguf")) == 2
+
+
+def test_an_unreachable_hub_is_a_502_naming_it_with_a_hint(start_server, hub: FakeHub) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there: connection refused, as offline
+    env = {**hub_env(hub, XINFERENCE_DOWNLOAD_MAX_ATTEMPTS="2"), "HF_ENDPOINT": closed}
+    server: ServerProcess = start_server(env=env)
+    register(server, family("tiny", "org/tiny-gguf", file="tiny-{quantization}.gguf"))
+    response = server.http.post("/v1/models", json={"model_name": "tiny", "quantization": "Q8_0"})
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert error["code"] == "hub_unavailable"
+    assert "huggingface" in error["message"] and "--model-path" in error["message"]
 
 
 def test_a_missing_repository_fails_at_once(start_server, hub: FakeHub) -> None:
@@ -206,16 +221,6 @@ def test_download_hub_without_that_repository(start_server, hub: FakeHub) -> Non
     response = server.http.post("/v1/models", json={"model_name": "hf-only", "download_hub": "modelscope"})
     assert response.status_code == 400
     assert "has no modelscope repository (it has: huggingface, csghub)" in response.json()["error"]["message"]
-
-
-def wait_for(predicate, timeout: float = 60.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_progress_cancel_and_resume_with_xinference_client(start_server, hub: FakeHub, tmp_path: Path) -> None:

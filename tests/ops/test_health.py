@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import openai
 import pytest
 
 from xinf.testing.server import ServerProcess
+from xinf.testing.wait import wait_for
 
 FAST = {
     "XINFERENCE_HEALTH_CHECK_INTERVAL": "0.2",
@@ -22,16 +21,6 @@ def ask(server: ServerProcess, model: str, max_tokens: int):  # type: ignore[no-
         return client.chat.completions.create(
             model=model, messages=[{"role": "user", "content": "x"}], max_tokens=max_tokens
         )
-
-
-def wait_for(predicate, timeout: float = 60.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def test_replica_that_never_answers_fails_the_launch_with_its_log(start_server) -> None:

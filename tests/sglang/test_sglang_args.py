@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from xinf.engine import GenerateRequest, ModelSource, ModelSpec, Placement
 from xinf.errors import InvalidRequest, LaunchError
 from xinf.testing.contract import HEAVY
+from xinf.types import GenerateRequest, ModelSource, ModelSpec, Placement
 from xinf_sglang.args import sampling_params, server_kwargs
 
 SPEC = ModelSpec(name="m", format="pytorch", source=ModelSource(path="/models/qwen2.5-7b-instruct"))

@@ -9,9 +9,9 @@ import pytest
 import tinymodels
 
 from xinf.devices import inventory
-from xinf.engine import ModelSource, ModelSpec
 from xinf.testing.contract import EngineContract
 from xinf.testing.server import ServerProcess
+from xinf.types import ModelSource, ModelSpec
 
 pytestmark = pytest.mark.gpu
 if not inventory().has_cuda:

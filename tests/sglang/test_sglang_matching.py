@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import tinymodels
 
-from xinf.engine import Device, EngineMatch, Hardware, ModelSource, ModelSpec
 from xinf.plugins import PluginHost
+from xinf.types import Device, EngineMatch, Hardware, ModelSource, ModelSpec
 from xinf_sglang.plugin import installed
 
 GiB = 1 << 30

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from xinf.engine import Device, ModelSource, ModelSpec
 from xinf.plugins import PluginHost
+from xinf.types import Device, ModelSource, ModelSpec
 
 GiB = 1 << 30
 MiB = 1 << 20

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from xinf.engine import ModelSource, ModelSpec
 from xinf.testing.contract import EngineContract
+from xinf.types import ModelSource, ModelSpec
 
 
 def tiny_spec(path: Path) -> ModelSpec:

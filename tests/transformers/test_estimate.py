@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from xinf.engine import Device, ModelSource, ModelSpec
 from xinf.errors import LaunchError
+from xinf.types import Device, ModelSource, ModelSpec
 from xinf_transformers.plugin import estimate_vram
 
 GiB = 1 << 30

@@ -6,7 +6,7 @@ import importlib.util
 
 import pytest
 
-from xinf.engine import Device, Hardware, ModelSpec
+from xinf.types import Device, Hardware, ModelSpec
 from xinf_transformers.plugin import match_model
 
 CPU = Hardware(system="Linux", machine="x86_64", cpu_count=2, memory_total=1 << 34, memory_available=1 << 34)

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from vllm_testing import ENV, HAS_VLLM, OPTIONS, SKIP_REASON, tiny_model
 
-from xinf.engine import ModelSource, ModelSpec, Placement
 from xinf.errors import InvalidRequest, LaunchError
 from xinf.plugins import PluginHost
 from xinf.testing.contract import EngineContract, aio, collect, text_of
+from xinf.types import ModelSource, ModelSpec, Placement
 
 pytestmark = pytest.mark.skipif(not HAS_VLLM, reason=SKIP_REASON)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from xinf.engine import Device, EngineMatch, Hardware, ModelSource, ModelSpec
 from xinf.errors import InvalidRequest
 from xinf.plugins import PluginHost
 from xinf.registry import Registry
+from xinf.types import Device, EngineMatch, Hardware, ModelSource, ModelSpec
 from xinf_vllm.families import SUPPORTED_FAMILIES
 from xinf_vllm.matching import SCORE_CUDA, installed_build, match
 
@@ -128,7 +128,7 @@ def test_built_in_families_vllm_serves() -> None:
     registry = Registry(None)
     served = {
         s.name
-        for fam in registry.list(model_type="LLM")
+        for fam in registry.list_families(model_type="LLM")
         for s in registry.candidates(fam.name)
         if match(s, CUDA, "cuda").ok
     }

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from xinf import placement
-from xinf.engine import Device, Hardware, ModelSource, ModelSpec, Placement
 from xinf.errors import LaunchError
+from xinf.types import Device, Hardware, ModelSource, ModelSpec, Placement
 from xinf_vllm.engine import engine_args
 from xinf_vllm.memory import CPU_BASE, CUDA_BASE, estimate
 

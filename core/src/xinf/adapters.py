@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from xinf.engine import LoraAdapter, ModelSpec
+from xinf.types import LoraAdapter, ModelSpec
 from xinf.errors import InvalidRequest, NotFound
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ import os
 import platform
 import re
 
-from xinf.engine import Device, Hardware
+from xinf.types import Device, Hardware
 
 log = logging.getLogger(__name__)
 

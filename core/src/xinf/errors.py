@@ -88,6 +88,16 @@ class Unavailable(XinfError):
     type = "server_error"
 
 
+class HubUnavailable(XinfError):
+    """A model hub could not be reached or kept failing (502): not the client's fault."""
+
+    status = 502
+    type = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = "hub_unavailable"):
+        super().__init__(message, param=param, code=code)
+
+
 class LaunchError(XinfError):
     """A model could not be launched; the message says why (log tail included)."""
 
@@ -124,5 +134,6 @@ _BY_STATUS: dict[int, type[XinfError]] = {
     409: Conflict,
     413: PayloadTooLarge,
     429: Overloaded,
+    502: HubUnavailable,
     503: Unavailable,
 }

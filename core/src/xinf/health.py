@@ -13,21 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
 
+from xinf.model import RunningModel
 from xinf.replica.handle import HealthCheck, ReplicaDied, ReplicaHandle
-
-if TYPE_CHECKING:
-    from xinf.manager import ModelManager
 
 log = logging.getLogger(__name__)
 
 
 class HealthMonitor:
-    """Pings every ready replica of ``manager`` in a loop (one task per server)."""
+    """Pings every ready replica of the running ``models`` in a loop (one task per server)."""
 
-    def __init__(self, manager: ModelManager, check: HealthCheck):
-        self.manager = manager
+    def __init__(self, models: Mapping[str, RunningModel], check: HealthCheck):
+        self.models = models  # the manager's own dict: models launched later are watched too
         self.check = check
         self.task: asyncio.Task[None] | None = None
 
@@ -43,7 +41,7 @@ class HealthMonitor:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.check.interval)
-            replicas = [r for m in list(self.manager.models.values()) for r in m.replicas if r.ready]
+            replicas = [r for m in list(self.models.values()) for r in m.replicas if r.ready]
             if replicas:
                 await asyncio.gather(*(self.probe(r) for r in replicas))
 

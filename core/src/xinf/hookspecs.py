@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from xinf.engine import (
+    from xinf.types import (
         Chunk,
         Device,
         EmbedRequest,
@@ -97,6 +97,7 @@ def generate(model: Any, request: GenerateRequest) -> AsyncIterator[Chunk]:
     slot.  Raise ``xinf.errors.InvalidRequest`` (or ``ContextLengthExceeded``)
     for requests the engine cannot serve: clients get a 400, not a 500.
     """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
 
 
 @hookspec
@@ -106,6 +107,7 @@ def embed(model: Any, request: EmbedRequest) -> EmbedResult:
     Called in the replica process for models with the ``embed`` ability, on the
     plugin that loaded ``model``.
     """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
 
 
 @hookspec

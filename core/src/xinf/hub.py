@@ -7,9 +7,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from xinf.engine import ModelSpec
 from xinf.errors import LaunchError
 from xinf.settings import Settings
+from xinf.types import ModelSpec
 
 if TYPE_CHECKING:
     from xinf.downloads import Download

@@ -1,14 +1,24 @@
-"""Specs for models given only by their files: a GGUF file or a model directory."""
+"""Specs for models given only by their files: a GGUF file or a model directory.
+
+What the files say is taken into the spec, so that ``xinf list`` shows a model given by path like a catalogue one:
+a GGUF header gives the parameter count, the quantization and the context length; a Hugging Face directory gives
+the context length (``config.json``), the parameter count (the safetensors headers) and a GPTQ/AWQ bit width.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import struct
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
-from xinf.engine import ModelSource, ModelSpec
 from xinf.errors import LaunchError
+from xinf.types import ModelSource, ModelSpec
+
+log = logging.getLogger(__name__)
 
 
 def with_path(spec: ModelSpec, path: str) -> ModelSpec:
@@ -35,14 +45,84 @@ def spec_from_path(path: str, name: str | None, format: str | None, quantization
             )
     if local.is_dir() and (local / "modules.json").exists():
         abilities, model_type = ["embed"], "embedding"
+    facts = file_facts(local)
     return ModelSpec(
         name=name or (local.stem if local.is_file() else local.name),
         format=format,
         abilities=abilities,
         model_type=model_type,  # type: ignore[arg-type]
-        quantization=quantization or "none",
+        size_in_billions=facts.get("size_in_billions"),
+        quantization=quantization or facts.get("quantization") or "none",
+        context_length=facts.get("context_length"),
         source=ModelSource(path=str(local.resolve())),
     )
+
+
+def file_facts(local: Path) -> dict[str, Any]:
+    """Size in billions, quantization and context length where the files say them (missing keys: unknown)."""
+    try:
+        if local.is_file() and local.suffix == ".gguf":
+            return _gguf_facts(local)
+        if local.is_dir():
+            return _directory_facts(local)
+    except (OSError, ValueError, struct.error) as exc:  # a file we cannot read describes nothing; loading says why
+        log.info("could not read what %s says about itself: %s", local, exc)
+    return {}
+
+
+def billions(parameters: int) -> float | None:
+    return round(parameters / 1e9, 3) if parameters else None
+
+
+def _gguf_facts(path: Path) -> dict[str, Any]:
+    from xinf.gguf import read_header
+
+    header = read_header(path)
+    facts = {
+        "size_in_billions": billions(header.parameters),
+        "quantization": header.file_type,
+        "context_length": header.context_length,
+    }
+    return {k: v for k, v in facts.items() if v is not None}
+
+
+def _directory_facts(local: Path) -> dict[str, Any]:
+    facts: dict[str, Any] = {}
+    try:
+        config = json.loads((local / "config.json").read_text())
+    except (OSError, ValueError):
+        config = None
+    if isinstance(config, dict):
+        nested = config.get("text_config")
+        text: dict[str, Any] = nested if isinstance(nested, dict) else config
+        context = text.get("max_position_embeddings")
+        if isinstance(context, int):
+            facts["context_length"] = context
+        quant = config.get("quantization_config")
+        if isinstance(quant, dict) and isinstance(quant.get("bits"), int):
+            facts["quantization"] = f"Int{quant['bits']}"
+    size = billions(sum(_safetensors_parameters(f) for f in sorted(local.glob("*.safetensors"))))
+    if size:
+        facts["size_in_billions"] = size
+    return facts
+
+
+def _safetensors_parameters(path: Path) -> int:
+    """Elements of every tensor in a safetensors file, from its JSON header (the data is not read)."""
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        if length > 100 << 20:
+            raise ValueError(f"{path.name}: safetensors header of {length} bytes")
+        header = json.loads(f.read(length))
+    total = 0
+    for name, info in header.items():
+        if name == "__metadata__" or not isinstance(info, dict):
+            continue
+        count = 1
+        for d in info.get("shape", []):
+            count *= int(d)
+        total += count
+    return total
 
 
 def is_mlx(local: Path) -> bool:

@@ -18,7 +18,6 @@ import msgspec
 from xinf import adapters, hub, placement, virtualenv
 from xinf.devices import inventory
 from xinf.downloads import LaunchCancelled
-from xinf.engine import Hardware, ModelSpec
 from xinf.errors import Conflict, InvalidRequest, LaunchError, NotFound
 from xinf.health import HealthMonitor
 from xinf.localmodel import spec_from_path, with_path
@@ -29,6 +28,7 @@ from xinf.replica import protocol as p
 from xinf.replica.handle import HealthCheck, ProcessReplica, ReplicaHandle
 from xinf.schemas import LaunchRequest
 from xinf.settings import Settings
+from xinf.types import Device, Hardware, MemoryEstimate, ModelSpec, Placement
 
 if TYPE_CHECKING:
     from xinf.cluster import Cluster
@@ -69,7 +69,7 @@ class ModelManager:
             interval=settings.health_check_interval,
             timeout=settings.health_check_timeout,
         )
-        self.monitor = HealthMonitor(self, self.health)
+        self.monitor = HealthMonitor(self.models, self.health)
 
     def get(self, uid: str) -> RunningModel:
         model = self.models.get(uid)
@@ -133,6 +133,7 @@ class ModelManager:
             if uid in self.models:
                 raise Conflict(f"model_uid {uid!r} is already in use; terminate it first", param="model_uid")
             model = RunningModel(uid, spec, engine, req, options)
+            model.routing = req.routing or self.settings.routing
             self.models[uid] = model
         return model
 
@@ -158,24 +159,20 @@ class ModelManager:
                     virtualenv.ensure, self.settings, model.engine, packages, model.request.virtual_env_find_links
                 )
             hardware = await asyncio.to_thread(self.hardware)
-            placements = self._plan(model, hardware, model.request.replica)
-            for pl in placements:
-                self.ledger.add(f"{uid}/{pl.replica}", pl)
-            model.replicas = [self._replica(model, pl) for pl in placements]
-            results = await asyncio.gather(*(r.start() for r in model.replicas), return_exceptions=True)
-            failures = [r for r in results if isinstance(r, BaseException)]
+            placements = self._place(model, hardware, model.request.replica, model.request, 0)
+            model.replicas = self._reserve(model, placements)  # listed before they start: cancel() stops them
+            failure = await _start_all(model.replicas)
             if model.cancelled:
                 raise LaunchCancelled(f"the launch of {uid!r} was cancelled while loading", code="cancelled")
-            if failures:
-                raise failures[0]
+            if failure is not None:
+                raise failure
         except BaseException as exc:
             if isinstance(exc, LaunchCancelled):
                 log.info("launch of %s cancelled", uid)
             model.status = "failed"
             model.error = str(exc)
             self.models.pop(uid, None)
-            self.ledger.release(f"{uid}/")
-            await asyncio.gather(*(r.stop() for r in model.replicas), return_exceptions=True)
+            await self._roll_back(model.replicas, [f"{uid}/"])
             raise
         model.status = "ready"
         self.monitor.start()
@@ -186,12 +183,13 @@ class ModelManager:
         module = self.plugins.pm.get_plugin(engine)
         return list(getattr(module, "VIRTUAL_ENV_PACKAGES", []) or [])
 
-    def _plan(self, model: RunningModel, hardware: Hardware, replicas: int) -> list[Any]:
-        return placement.plan(**self._plan_args(model, hardware, replicas, model.request, 0))
-
-    def _plan_args(
+    def _place(
         self, model: RunningModel, hardware: Hardware, replicas: int, req: LaunchRequest, first: int
-    ) -> dict[str, Any]:
+    ) -> list[Placement]:
+        """Where ``replicas`` replicas of ``model`` go, numbered from ``first`` (reserves nothing).
+
+        Also notes which machines have GPUs: ``_replica`` hides the GPUs from a CPU replica there.
+        """
         self.gpu_nodes = {d.node for d in hardware.devices}
         estimate_fn = (
             self.plugins.hook(model.engine, "estimate_vram")
@@ -199,30 +197,31 @@ class ModelManager:
             else None
         )
 
-        def estimate(devices: list[Any]) -> Any:
+        def estimate(devices: list[Device]) -> MemoryEstimate | None:
             if estimate_fn is None:
                 return None
             try:
-                return estimate_fn(spec=model.spec, options=model.options, devices=devices)
+                result: MemoryEstimate | None = estimate_fn(spec=model.spec, options=model.options, devices=devices)
+                return result
             except (InvalidRequest, LaunchError):
                 raise
             except Exception as exc:
                 log.warning("estimate_vram of %s failed, placing by count: %s", model.engine, exc)
                 return None
 
-        return {
-            "uid": model.uid,
-            "replicas": replicas,
-            "hardware": hardware,
-            "ledger": self.ledger,
-            "estimate": estimate,
-            "n_gpu": _n_gpu(req.n_gpu),
-            "gpu_idx": [req.gpu_idx] if isinstance(req.gpu_idx, int) else req.gpu_idx,
-            "strategy": self.settings.launch_strategy,
-            "allow_multi_replica": self.settings.allow_multi_replica_per_gpu,
-            "first_replica": first,
-            "worker_ip": req.worker_ip,
-        }
+        return placement.plan(
+            uid=model.uid,
+            replicas=replicas,
+            hardware=hardware,
+            ledger=self.ledger,
+            estimate=estimate,
+            n_gpu=_n_gpu(req.n_gpu),
+            gpu_idx=[req.gpu_idx] if isinstance(req.gpu_idx, int) else req.gpu_idx,
+            strategy=self.settings.launch_strategy,
+            allow_multi_replica=self.settings.allow_multi_replica_per_gpu,
+            first_replica=first,
+            worker_ip=req.worker_ip,
+        )
 
     def _replica(self, model: RunningModel, pl: Any) -> ReplicaHandle:
         index = pl.replica
@@ -230,10 +229,7 @@ class ModelManager:
         on_exit = lambda r, code, m=model: self._on_exit(m, r, code)  # noqa: E731
         if self.cluster is not None and pl.node is not None and pl.node != self.cluster.local_node:
             # Another machine: its own environment, plus what the model asks for and the device visibility.
-            env = dict(model.request.envs or {})
-            if pl.node in self.gpu_nodes or pl.devices:
-                env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in pl.devices)
-            env.setdefault("PYTHONUNBUFFERED", "1")
+            env = self._replica_env(model, pl, base={})
             if model.python != sys.executable:
                 log.warning("%s runs on another node: the model's virtual environment is not used there", name)
             return self.cluster.replica(
@@ -247,20 +243,36 @@ class ModelManager:
         env = dict(os.environ)
         env.pop("XINF_API_KEY", None)  # replicas never need the server's key; an engine could print its env
         env.pop("XINFERENCE_CSG_TOKEN", None)
-        env.update(model.request.envs or {})
-        if pl.node in self.gpu_nodes or pl.devices:  # a CPU replica on a GPU machine sees no GPU
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in pl.devices)
-        env.setdefault("PYTHONUNBUFFERED", "1")
         return ProcessReplica(
             name=name,
             launch=self._launch(model, pl),
-            env=env,
+            env=self._replica_env(model, pl, base=env),
             log_path=self.settings.home / "logs" / "models" / model.uid / f"replica-{index}.log",
             socket_path=self.rundir / f"{abs(hash(model.uid)) % 10**8}-{index}-{time.monotonic_ns() % 10**6}.sock",
             python=model.python,
             on_exit=on_exit,
             health=self.health,
         )
+
+    def _replica_env(self, model: RunningModel, pl: Any, *, base: dict[str, str]) -> dict[str, str]:
+        """``base`` plus the model's ``envs``, the devices it may see, and unbuffered output."""
+        env = {**base, **(model.request.envs or {})}
+        if pl.node in self.gpu_nodes or pl.devices:  # a CPU replica on a GPU machine sees no GPU
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in pl.devices)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def _reserve(self, model: RunningModel, placements: list[Any]) -> list[ReplicaHandle]:
+        """Reserve each placement's memory and make its replica (not started yet)."""
+        for pl in placements:
+            self.ledger.add(f"{model.uid}/{pl.replica}", pl)
+        return [self._replica(model, pl) for pl in placements]
+
+    async def _roll_back(self, replicas: list[ReplicaHandle], reservations: list[str]) -> None:
+        """Stop replicas that were started together, then release their reservations."""
+        await asyncio.gather(*(r.stop() for r in replicas), return_exceptions=True)
+        for owner in reservations:
+            self.ledger.release(owner)
 
     @staticmethod
     def _launch(model: RunningModel, pl: Any) -> p.Launch:
@@ -313,6 +325,7 @@ class ModelManager:
             return
         fresh = self._replica(model, where)
         model.replicas[model.replicas.index(dead)] = fresh
+        model.prefixes.forget(index)  # the new process holds no prompt yet
         try:
             await fresh.start()
             log.info("%s restarted", fresh.name)
@@ -331,7 +344,7 @@ class ModelManager:
             return where
         key = f"{model.uid}/{dead.index}"
         self.ledger.release(key)
-        [fresh] = placement.plan(**self._plan_args(model, hardware, 1, model.request, dead.index))
+        [fresh] = self._place(model, hardware, 1, model.request, dead.index)
         self.ledger.add(key, fresh)
         log.warning("%s lost node %s; placing it on node %s", dead.name, where.node[:12], (fresh.node or "")[:12])
         return fresh
@@ -346,17 +359,12 @@ class ModelManager:
         first = max((r.index for r in model.replicas), default=-1) + 1
         request = msgspec.structs.replace(model.request, n_gpu=n_gpu) if n_gpu != "auto" else model.request
         hardware = await asyncio.to_thread(self.hardware)
-        placements = placement.plan(**self._plan_args(model, hardware, count, request, first))
-        for pl in placements:
-            self.ledger.add(f"{uid}/{pl.replica}", pl)
-        fresh = [self._replica(model, pl) for pl in placements]
-        results = await asyncio.gather(*(r.start() for r in fresh), return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            await asyncio.gather(*(r.stop() for r in fresh), return_exceptions=True)
-            for pl in placements:
-                self.ledger.release(f"{uid}/{pl.replica}")
-            raise failures[0]
+        placements = self._place(model, hardware, count, request, first)
+        fresh = self._reserve(model, placements)
+        failure = await _start_all(fresh)
+        if failure is not None:
+            await self._roll_back(fresh, [f"{uid}/{pl.replica}" for pl in placements])
+            raise failure
         model.replicas.extend(fresh)
         return [r.index for r in fresh]
 
@@ -382,7 +390,7 @@ class ModelManager:
         path = hub.local_path(spec, self.settings, download=False)
         if path is not None:
             spec.source = msgspec.structs.replace(spec.source, path=path)
-        return model, placement.plan(**self._plan_args(model, hardware, req.replica, req, 0))
+        return model, self._place(model, hardware, req.replica, req, 0)
 
     # ------------------------------------------------------------ progress
 
@@ -436,6 +444,12 @@ class ModelManager:
             os.rmdir(self.rundir)
         except OSError:
             pass
+
+
+async def _start_all(replicas: list[ReplicaHandle]) -> BaseException | None:
+    """Start replicas together and wait for all of them; the first failure, if any."""
+    results = await asyncio.gather(*(r.start() for r in replicas), return_exceptions=True)
+    return next((r for r in results if isinstance(r, BaseException)), None)
 
 
 def _n_gpu(value: int | str | None) -> int | None:

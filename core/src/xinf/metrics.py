@@ -1,71 +1,26 @@
-"""Request metrics kept as plain numbers, exported in Prometheus format on demand.
+"""Request metrics in Prometheus format, read from the running models on demand.
 
-The request path only adds to ints and floats on a ``ReplicaStats`` (no label
-lookups, no locks: everything runs on the server's event loop).
-``prometheus_client`` is imported when ``/metrics`` is first scraped, so a
-server that is never scraped never loads it.
+The numbers themselves live in ``xinf.stats`` (``ReplicaStats`` on each
+model).  ``prometheus_client`` is imported when ``/metrics`` is first scraped,
+so a server that is never scraped never loads it.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from xinf.manager import ModelManager
+    from xinf.model import RunningModel
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 STATUSES = ("starting", "ready", "unhealthy", "dead", "failed", "stopped")
 
 
-class Histogram:
-    """Bucket counts and a sum; ``observe`` is a bisect and two additions."""
-
-    __slots__ = ("bounds", "counts", "sum")
-
-    def __init__(self, bounds: tuple[float, ...]):
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.sum += value
-
-    def cumulative(self) -> list[tuple[str, int]]:
-        out, total = [], 0
-        for bound, count in zip((*self.bounds, float("inf")), self.counts):
-            total += count
-            out.append(("+Inf" if bound == float("inf") else repr(bound), total))
-        return out
-
-
-class ReplicaStats:
-    """What one replica of a model served; survives the replica's restarts."""
-
-    __slots__ = ("completion_tokens", "errors", "latency", "prompt_tokens", "requests", "running", "ttft", "waiting")
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.errors: dict[str, int] = {}
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
-        self.running = 0  # producing output
-        self.waiting = 0  # sent to the replica, no output yet
-        self.latency = Histogram(LATENCY_BUCKETS)
-        self.ttft = Histogram(TTFT_BUCKETS)
-
-    def error(self, kind: str) -> None:
-        self.errors[kind] = self.errors.get(kind, 0) + 1
-
-
 class Collector:
-    """A prometheus_client collector reading the manager's models at scrape time."""
+    """A prometheus_client collector reading the running models at scrape time."""
 
-    def __init__(self, manager: ModelManager):
-        self.manager = manager
+    def __init__(self, models: Mapping[str, RunningModel]):
+        self.models = models
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -90,7 +45,7 @@ class Collector:
         )
         up = GaugeMetricFamily("xinf_replica_up", "1 if the replica is ready for requests", labels=labels)
         restarts = CounterMetricFamily("xinf_replica_restarts", "Times the replica was restarted", labels=labels)
-        for model in list(self.manager.models.values()):
+        for model in list(self.models.values()):
             for index, stats in sorted(model.stats.items()):
                 values = [model.uid, str(index)]
                 requests.add_metric(values, stats.requests)
@@ -114,11 +69,11 @@ class Collector:
 class Exporter:
     """Renders the text exposition; built on the first scrape."""
 
-    def __init__(self, manager: ModelManager):
+    def __init__(self, models: Mapping[str, RunningModel]):
         from prometheus_client import CollectorRegistry, ProcessCollector
 
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(Collector(manager))  # type: ignore[arg-type]
+        self.registry.register(Collector(models))
         ProcessCollector(registry=self.registry)
 
     def render(self) -> tuple[bytes, str]:

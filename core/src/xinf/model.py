@@ -1,4 +1,4 @@
-"""A running model: its replicas, least-busy routing and per-replica statistics."""
+"""A running model: its replicas, routing (least busy or by prompt prefix) and per-replica statistics."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from xinf.downloads import Download
-from xinf.engine import Chunk, EmbedRequest, EmbedResult, GenerateRequest, ModelSpec
 from xinf.errors import Overloaded, Unavailable, XinfError
-from xinf.metrics import ReplicaStats
 from xinf.replica.handle import KEEPALIVE, ReplicaDied, ReplicaHandle
+from xinf.routing import PrefixTable, by_prefix, least_busy, prefix_keys, prompt_text
 from xinf.schemas import LaunchRequest
+from xinf.stats import ReplicaStats
+from xinf.types import Chunk, EmbedRequest, EmbedResult, GenerateRequest, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class RunningModel:
         self.python = sys.executable  # a virtual environment's interpreter when the launch needs packages
         self.inflight = 0
         self._next = 0
+        self.routing: str = request.routing or "least_busy"  # the manager fills in XINF_ROUTING when the launch says none
+        self.prefixes = PrefixTable()
 
     def stats_of(self, replica: ReplicaHandle) -> ReplicaStats:
         stats = self.stats.get(replica.index)
@@ -71,21 +74,24 @@ class RunningModel:
         finally:
             self.inflight -= 1
 
-    def pick(self, exclude: set[int] | None = None) -> ReplicaHandle:
-        """The ready replica with the fewest requests in flight (rotating among ties)."""
-        best: ReplicaHandle | None = None
+    def pick(self, exclude: set[int] | None = None, request: GenerateRequest | None = None) -> ReplicaHandle:
+        """The replica for ``request``: by prompt prefix or the fewest in flight (rotating among ties)."""
         count = len(self.replicas)
-        for step in range(count):
-            i = (self._next + step) % count
-            replica = self.replicas[i]
-            if not replica.ready or (exclude and id(replica) in exclude):
-                continue
-            if best is None or replica.inflight < best.inflight:
-                best = replica
-        if best is None:
+        ready = [
+            replica
+            for replica in (self.replicas[(self._next + step) % count] for step in range(count))
+            if replica.ready and not (exclude and id(replica) in exclude)
+        ]
+        if not ready:
             if self.status == "launching":
                 raise Unavailable(f"model {self.uid!r} is still launching")
             raise Unavailable(f"no replica of model {self.uid!r} is running right now; retry shortly")
+        if self.routing == "prefix" and request is not None:
+            keys = prefix_keys(prompt_text(request.messages, request.prompt, request.tools))
+            best = by_prefix(ready, self.prefixes, keys)
+            self.prefixes.record(keys, best.index)
+        else:
+            best = least_busy(ready)
         self._next = (self.replicas.index(best) + 1) % count
         return best
 
@@ -101,7 +107,7 @@ class RunningModel:
         with self.admitted():
             tried: set[int] = set()
             while True:
-                replica = self.pick(tried)
+                replica = self.pick(tried, request)
                 stats = self.stats_of(replica)
                 stats.requests += 1
                 stats.waiting += 1
@@ -196,6 +202,7 @@ class RunningModel:
             "replica": len(self.replicas),
             "status": self.status,
             "error": self.error,
+            "routing": self.routing,
             "virtual_env": None if self.python == sys.executable else self.python,
             "adapters": [{"name": a.name, "path": a.path, "scale": a.scale} for a in spec.adapters],
             "replicas": [
@@ -204,6 +211,7 @@ class RunningModel:
                     "status": r.status,
                     "pid": r.pid,
                     "inflight": r.inflight,
+                    "requests": self.stats_of(r).requests,
                     "devices": r.launch.placement.devices,
                     "reserved": r.launch.placement.reserved,
                     "gpu_layers": r.launch.placement.gpu_layers,

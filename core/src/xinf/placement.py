@@ -20,8 +20,9 @@ from itertools import combinations
 
 import msgspec
 
-from xinf.engine import Device, Hardware, MemoryEstimate, Node, Placement
 from xinf.errors import LaunchError
+from xinf.types import Device, Hardware, MemoryEstimate, Node, Placement
+from xinf.units import format_bytes
 
 Estimator = Callable[[list[Device]], MemoryEstimate | None]
 HOST = -1  # the "device" of a CPU replica's reservation: its node's memory
@@ -173,7 +174,10 @@ def _place_on_nodes(
         fitting = [n for n in nodes if need <= trial.free_host(n)]
         if not fitting:
             lines = [f"replica {index} of {uid} does not fit in the memory of any node:"]
-            lines += [f"  {n.address} ({n.hostname}): {gib(trial.free_host(n))} free, needs {gib(need)}" for n in nodes]
+            lines += [
+                f"  {n.address} ({n.hostname}): {format_bytes(trial.free_host(n))} free, needs {format_bytes(need)}"
+                for n in nodes
+            ]
             raise LaunchError("\n".join(lines))
         if strategy == "PACK":
             node = fitting[0]
@@ -246,11 +250,9 @@ def _no_fit_message(uid: str, index: int, options: list[tuple]) -> str:  # type:
     for _group, view, est, need, _fits in options:
         for d, n in zip(view, need):
             where = f"node {d.node[:12]} " if d.node else ""
-            lines.append(f"  {where}GPU {d.index} ({d.name}): {gib(d.free_memory)} free, needs {gib(n)}")
+            lines.append(
+                f"  {where}GPU {d.index} ({d.name}): {format_bytes(d.free_memory)} free, needs {format_bytes(n)}"
+            )
         if est is not None and est.note:
             lines.append(f"    {est.note}")
     return "\n".join(lines)
-
-
-def gib(size: int) -> str:
-    return f"{size / (1 << 30):.2f} GiB"

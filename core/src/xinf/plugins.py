@@ -18,8 +18,8 @@ import msgspec
 import pluggy
 
 from xinf import hookspecs
-from xinf.engine import EngineMatch, Hardware, ModelSpec
 from xinf.errors import InvalidRequest
+from xinf.types import EngineMatch, Hardware, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class PluginHost:
             if not info.ok:
                 answers.append(EngineMatch(engine=name, score=0, reason=f"plugin failed to load: {info.error}"))
                 continue
-            impl = self._call(name, "match_model")
+            impl = self._implementation(name, "match_model")
             if impl is None:
                 answers.append(EngineMatch(engine=name, score=0, reason="plugin has no match_model hook"))
                 continue
@@ -167,15 +167,15 @@ class PluginHost:
         Serving hooks are never broadcast: calling the function itself keeps the
         per-request dispatch cost to one Python call.
         """
-        call = self._call(engine, name)
+        call = self._implementation(engine, name)
         if call is None:
             raise LookupError(f"engine {engine!r} does not implement {name}")
         return call
 
     def has_hook(self, engine: str, name: str) -> bool:
-        return self._call(engine, name) is not None
+        return self._implementation(engine, name) is not None
 
-    def _call(self, engine: str, name: str) -> Callable[..., Any] | None:
+    def _implementation(self, engine: str, name: str) -> Callable[..., Any] | None:
         """The implementation as a plain function taking the hook's keyword arguments.
 
         Like pluggy, pass an implementation only the arguments it declares.

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from xinf.engine import GenerateRequest, ModelSpec
 from xinf.errors import ContextLengthExceeded, InvalidRequest
+from xinf.types import GenerateRequest, ModelSpec
 
 
 def render_chat(tokenizer: Any, spec: ModelSpec, request: GenerateRequest) -> str:

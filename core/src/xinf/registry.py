@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from xinf.engine import ABILITIES, ModelSource, ModelSpec
 from xinf.errors import Conflict, InvalidRequest, NotFound
 from xinf.storage import atomic_write
+from xinf.types import ABILITIES, ModelSource, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,8 @@ class Registry:
             raise NotFound(f"model {name!r} is neither built in nor registered", param="model_name")
         return family
 
-    def list(self, *, builtin: bool | None = None, model_type: str | None = None) -> list[Family]:
+    def list_families(self, *, builtin: bool | None = None, model_type: str | None = None) -> list[Family]:
+        """The families (built-in, registered or both; of one model type or all), sorted by name."""
         return sorted(
             (
                 f

@@ -119,6 +119,7 @@ class LaunchRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     virtual_env_packages: list[str] | None = None
     virtual_env_find_links: list[str] | None = None
     download_hub: Literal["huggingface", "modelscope", "csghub"] | None = None
+    routing: Literal["least_busy", "prefix"] | None = None  # default: XINF_ROUTING
     # LoRA adapters: {"lora_list": [{"lora_name", "local_path"[, "scale"]}]} (xinf.adapters)
     peft_model_config: dict[str, Any] | None = None
     # Accepted for compatibility with Xinference clients, unused here.

@@ -45,6 +45,7 @@ class Settings(msgspec.Struct, kw_only=True):
     text_to_image_batching_size: str | None = None
     api_key: str | None = None
     max_body: int = 32 << 20
+    routing: str = "prefix"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -83,6 +84,7 @@ class Settings(msgspec.Struct, kw_only=True):
         s.text_to_image_batching_size = env.get("XINFERENCE_TEXT_TO_IMAGE_BATCHING_SIZE") or None
         s.api_key = env.get("XINF_API_KEY") or None
         s.max_body = _int(env, "XINF_MAX_BODY_BYTES", s.max_body, 1024)
+        s.routing = _choice(env, "XINF_ROUTING", s.routing, ("least_busy", "prefix"))
         return s
 
 

@@ -13,9 +13,9 @@ from typing import Any
 import click
 import msgspec
 
-from xinf.cli.table import size
-from xinf.engine import Device, MemoryEstimate, ModelSpec
 from xinf.errors import InvalidRequest, XinfError
+from xinf.types import Device, MemoryEstimate, ModelSpec
+from xinf.units import format_bytes
 
 
 def run(
@@ -143,15 +143,17 @@ def _print(spec: ModelSpec, engine: str, devices: list[Device], est: MemoryEstim
     click.echo(f"{spec.name} ({spec.format} {spec.quantization}) on {engine}: {spec.source.path}")
     rows = [("weights", est.weights), ("KV cache", est.kv_cache), ("overhead", est.overhead), ("total", est.total)]
     for label, value in rows:
-        click.echo(f"  {label:<10} {size(value):>12}")
+        click.echo(f"  {label:<10} {format_bytes(value):>12}")
     if devices:
         for device, need in zip(devices, est.per_device):
             verdict = "fits" if need <= device.free_memory else "DOES NOT FIT"
-            click.echo(f"  {device.name}: needs {size(need)} of {size(device.free_memory)} free ({verdict})")
-        click.echo(f"  host memory: {size(est.host)}")
+            click.echo(
+                f"  {device.name}: needs {format_bytes(need)} of {format_bytes(device.free_memory)} free ({verdict})"
+            )
+        click.echo(f"  host memory: {format_bytes(est.host)}")
         if est.gpu_layers is not None:
             click.echo(f"  GPU layers: {est.gpu_layers} of {est.total_layers}")
     else:
-        click.echo(f"  no GPU: all {size(est.host)} in host memory")
+        click.echo(f"  no GPU: all {format_bytes(est.host)} in host memory")
     for line in est.note.splitlines():
         click.echo(f"  {line}")

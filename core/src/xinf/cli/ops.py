@@ -6,12 +6,12 @@ from typing import Any
 
 import click
 
-from xinf.cli.table import render, size
+from xinf.cli.options import client, echo_json, endpoint_option, json_option
+from xinf.cli.table import render
+from xinf.units import format_bytes
 
 
 def register(cli: click.Group) -> None:
-    from xinf.cli.main import client, echo_json, endpoint_option, json_option
-
     @cli.command()
     @click.option("--model-name", help="Only repositories whose name contains this.")
     @endpoint_option
@@ -31,7 +31,7 @@ def register(cli: click.Group) -> None:
                 e["model_version"],
                 len(e["files"]),
                 f"{len(e['partial_files'])} partial" if e["partial_files"] else "complete",
-                size(e["size"]),
+                format_bytes(e["size"]),
                 e["in_use"],
                 e["path"],
             )
@@ -42,9 +42,13 @@ def register(cli: click.Group) -> None:
     @cli.command("remove-cache")
     @click.argument("model_version")
     @endpoint_option
-    def remove_cache(model_version: str, endpoint: str, api_key: str | None) -> None:
+    @json_option
+    def remove_cache(model_version: str, endpoint: str, api_key: str | None, as_json: bool) -> None:
         """Delete a downloaded model (MODEL_VERSION as listed by `xinf cached`, e.g. huggingface/org/name)."""
         result = client(endpoint, api_key).delete("/v1/cache/models", params={"model_version": model_version})
+        if as_json:
+            echo_json(result)
+            return
         click.echo(f"removed {result['model_version']} ({result['path']})")
 
     @cli.command()
@@ -56,6 +60,9 @@ def register(cli: click.Group) -> None:
         api = client(endpoint, api_key, timeout=120)
         if to_remove:
             result = api.delete(f"/v1/virtualenvs/{to_remove}")
+            if as_json:
+                echo_json(result)
+                return
             click.echo(f"removed virtual environment {result['name']} ({result['path']})")
             return
         data: list[dict[str, Any]] = api.get("/v1/virtualenvs")["list"]
@@ -65,5 +72,5 @@ def register(cli: click.Group) -> None:
         if not data:
             click.echo("no virtual environments")
             return
-        rows = [(e["name"], e["packages"], size(e["size"]), e["in_use"], e["path"]) for e in data]
+        rows = [(e["name"], e["packages"], format_bytes(e["size"]), e["in_use"], e["path"]) for e in data]
         click.echo(render(["NAME", "PACKAGES", "SIZE", "IN USE", "PATH"], rows))

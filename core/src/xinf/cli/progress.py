@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from xinf.cli.client import ApiError, Client
-from xinf.cli.table import size
+from xinf.units import format_bytes
 
 WIDTH = 30
 
@@ -62,5 +62,5 @@ def bar(info: dict[str, Any]) -> str:
     filled = int(fraction * WIDTH)
     return (
         f"downloading {info.get('repository')} from {info.get('hub')} "
-        f"[{'#' * filled}{'.' * (WIDTH - filled)}] {fraction * 100:5.1f}% {size(done)} / {size(total)}"
+        f"[{'#' * filled}{'.' * (WIDTH - filled)}] {fraction * 100:5.1f}% {format_bytes(done)} / {format_bytes(total)}"
     )

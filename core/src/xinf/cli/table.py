@@ -30,14 +30,3 @@ def render(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
         padded = [value.ljust(widths[i]) for i, value in enumerate(row[:-1])] + [row[-1]]
         lines.append("  ".join(padded).rstrip())
     return "\n".join(lines)
-
-
-def size(num_bytes: int | None) -> str:
-    if num_bytes is None:
-        return "-"
-    value = float(num_bytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
-        value /= 1024
-    return f"{value:.2f} TiB"

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from xinf.engine import Hardware
     from xinf.replica import protocol as p
     from xinf.replica.handle import HealthCheck, ReplicaHandle
+    from xinf.types import Hardware
 
 
 class Cluster(Protocol):

@@ -32,9 +32,9 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from xinf import devices
-from xinf.engine import Device, Hardware, Node
 from xinf.replica import protocol as p
 from xinf.replica.handle import HealthCheck, ReplicaDied, ReplicaHandle
+from xinf.types import Device, Hardware, Node
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,9 @@ class RayCluster:
             node = info["NodeID"]
             if node == self.local_node:
                 continue
-            agent = self.agents.get(node)
+            agent: Any = self.agents.get(node)  # an ActorHandle; Ray types its methods only through ray.method
             if agent is None:
-                agent = self.agents[node] = NodeAgent.options(
+                agent = self.agents[node] = RemoteNodeAgent.options(
                     num_cpus=0,
                     scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
                     max_restarts=0,
@@ -175,7 +175,8 @@ def _ray_address(address: str) -> str | None:
 
 
 def _live_nodes() -> list[dict[str, Any]]:
-    return [n for n in ray.nodes() if n.get("Alive")]
+    nodes: Callable[[], list[dict[str, Any]]] = ray.nodes  # untyped in Ray
+    return [n for n in nodes() if n.get("Alive")]
 
 
 def _reason(exc: BaseException) -> str:
@@ -186,12 +187,15 @@ def _reason(exc: BaseException) -> str:
 # ---------------------------------------------------------------- on the nodes
 
 
-@ray.remote
 class NodeAgent:
     """Reports one node's devices and memory to the server."""
 
     def inventory(self) -> bytes:
         return msgspec.msgpack.encode((devices.inventory(), socket.gethostname()))
+
+
+# ray.remote called, not used as a class decorator: type checkers then know the actor class's ``options``.
+RemoteNodeAgent = ray.remote(NodeAgent)
 
 
 class Outbox:
@@ -232,7 +236,6 @@ class Outbox:
         return data
 
 
-@ray.remote
 class ReplicaActor:
     """A replica on a cluster node: ``serve_stream`` fed by ``push`` and read by ``pull``."""
 
@@ -295,6 +298,9 @@ class ReplicaActor:
         return await self.outbox.take()
 
 
+RemoteReplicaActor = ray.remote(ReplicaActor)
+
+
 # ---------------------------------------------------------------- the server's handle
 
 
@@ -327,7 +333,8 @@ class RayReplica(ReplicaHandle):
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.Future[int | None]]:
         node = self.launch.placement.node
-        self.actor = ReplicaActor.options(
+        assert node is not None, "a RayReplica is placed on a cluster node"
+        self.actor = RemoteReplicaActor.options(
             num_cpus=0,  # xinf places replicas itself, by memory
             scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
             runtime_env={"env_vars": self.env},

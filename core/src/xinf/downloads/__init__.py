@@ -22,10 +22,10 @@ import msgspec
 
 from xinf.downloads import hubs, select
 from xinf.downloads.transfer import Cancelled, Counter, TransferError, fetch_file, partial_size
-from xinf.engine import ModelSpec
-from xinf.errors import Conflict, LaunchError, NotFound
+from xinf.errors import Conflict, HubUnavailable, LaunchError, NotFound
 from xinf.settings import Settings
 from xinf.storage import atomic_write
+from xinf.types import ModelSpec
 
 log = logging.getLogger(__name__)
 HUBS = ("huggingface", "modelscope", "csghub")
@@ -172,9 +172,14 @@ def _try(work: Any, attempts: int, job: Download, what: str) -> Any:
             raise
         except Exception as exc:
             retry, message = _classify(exc)
-            if not retry or attempt == attempts:
-                tries = f" after {attempt} attempt(s)" if retry else ""
-                raise LaunchError(f"could not {what}{tries}: {message}") from None
+            if not retry:
+                raise LaunchError(f"could not {what}: {message}") from None
+            if attempt == attempts:
+                raise HubUnavailable(
+                    f"could not {what} after {attempt} attempt(s): {message}. The hub may be unreachable from "
+                    "this server: launch with --model-path pointing to a local copy, or choose another hub "
+                    "(--download-hub, $XINFERENCE_MODEL_SRC)"
+                ) from None
             delay = min(10.0, 0.5 * 2 ** (attempt - 1))
             log.warning("could not %s (attempt %d/%d): %s; retrying in %.1fs", what, attempt, attempts, message, delay)
             if job.counter.cancel.wait(delay):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fnmatch import fnmatch
 
-from xinf.engine import ModelSpec
 from xinf.errors import LaunchError
+from xinf.types import ModelSpec
 
 # Configs, tokenizers, chat templates, custom code: small, and engines need them.
 SIDE_FILES = ("*.json", "*.model", "*.tiktoken", "tokenizer*", "*.txt", "*.jinja", "*.py")

@@ -21,11 +21,11 @@ import traceback
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
-from xinf.engine import Chunk, GenerateRequest, ModelSpec
 from xinf.errors import LaunchError, XinfError
 from xinf.plugins import PluginHost
 from xinf.reasoning import ReasoningSplitter
 from xinf.replica import protocol as p
+from xinf.types import Chunk, GenerateRequest, ModelSpec
 
 log = logging.getLogger("xinf.replica")
 
@@ -95,11 +95,13 @@ class Replica:
 
     # ------------------------------------------------------------ requests
 
-    def start(self, frame: p.Generate | p.Embed) -> None:
+    def submit(self, frame: p.Generate | p.Embed) -> None:
+        """Serve one request in its own task (``cancel`` ends it); the replica process is already running."""
         coro = self.generate(frame) if isinstance(frame, p.Generate) else self.embed(frame)
         task = asyncio.get_running_loop().create_task(self.guard(frame.id, coro))
-        self.tasks[frame.id] = task
-        task.add_done_callback(lambda _t, rid=frame.id: self.tasks.pop(rid, None))
+        rid = frame.id
+        self.tasks[rid] = task
+        task.add_done_callback(lambda _task: self.tasks.pop(rid, None))
 
     def cancel(self, rid: int) -> None:
         task = self.tasks.get(rid)
@@ -219,7 +221,7 @@ async def serve_stream(reader: asyncio.StreamReader, outlet: Outlet) -> int:
         except (asyncio.IncompleteReadError, ConnectionError):
             break  # the server went away: nobody is left to serve
         if isinstance(frame, (p.Generate, p.Embed)):
-            replica.start(frame)
+            replica.submit(frame)
         elif isinstance(frame, p.Cancel):
             replica.cancel(frame.id)
         elif isinstance(frame, p.Ping):

@@ -22,8 +22,8 @@ from typing import Any
 import msgspec
 
 from xinf import errors
-from xinf.engine import Chunk, EmbedRequest, EmbedResult, GenerateRequest
 from xinf.replica import protocol as p
+from xinf.types import Chunk, EmbedRequest, EmbedResult, GenerateRequest
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,8 @@ class ReplicaHandle:
             self.connected = True
             self._write(p.encode(self.launch))
             hello = asyncio.ensure_future(p.read_frame(reader))
-            done, _ = await asyncio.wait({hello, exited}, return_when=asyncio.FIRST_COMPLETED)
+            first: set[asyncio.Future[Any]] = {hello, exited}
+            done, _ = await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
             if hello not in done:
                 hello.cancel()
                 self.returncode = exited.result()
@@ -307,14 +308,14 @@ class ReplicaHandle:
         self.pending[rid] = queue
         self.inflight += 1
         finished = False
-        pinger = _Pinger(queue, keepalive) if keepalive else None
+        timer = _KeepaliveTimer(queue, keepalive) if keepalive else None
         try:
             self._send(p.Generate(id=rid, request=request, n=n))
             while True:
                 frame = await queue.get()
                 if type(frame) is p.Out:
-                    if pinger is not None:
-                        pinger.last = pinger.loop.time()
+                    if timer is not None:
+                        timer.last = timer.loop.time()
                     yield frame.chunk
                 elif frame is KEEPALIVE:
                     yield KEEPALIVE
@@ -328,8 +329,8 @@ class ReplicaHandle:
                     finished = True
                     raise ReplicaDied(f"{self.name} stopped while generating ({self._gone()}); retry the request")
         finally:
-            if pinger is not None:
-                pinger.cancel()
+            if timer is not None:
+                timer.cancel()
             self.pending.pop(rid, None)
             self.inflight -= 1
             if not finished and self.status == "ready":
@@ -338,7 +339,8 @@ class ReplicaHandle:
                 except ReplicaDied:
                     pass
 
-    async def _call(self, frame: p.Embed | p.Ping, timeout: float | None = None) -> Any:
+    async def _round_trip(self, frame: p.Embed | p.Ping, timeout: float | None = None) -> Any:
+        """Send a frame that has exactly one reply (an embedding, a pong) and wait for that reply."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
         self.waiters[frame.id] = waiter
@@ -360,11 +362,11 @@ class ReplicaHandle:
         return result
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
-        frame = await self._call(p.Embed(id=next(self.ids), request=request))
+        frame = await self._round_trip(p.Embed(id=next(self.ids), request=request))
         return frame.result  # type: ignore[no-any-return]
 
     async def ping(self, timeout: float) -> None:
-        await self._call(p.Ping(id=next(self.ids)), timeout)
+        await self._round_trip(p.Ping(id=next(self.ids)), timeout)
 
 
 class ProcessReplica(ReplicaHandle):
@@ -426,7 +428,8 @@ class ProcessReplica(ReplicaHandle):
             )
         self.pid = self.proc.pid
         exited: asyncio.Future[int | None] = asyncio.ensure_future(self.proc.wait())
-        done, _ = await asyncio.wait({connected, exited}, return_when=asyncio.FIRST_COMPLETED)
+        first: set[asyncio.Future[Any]] = {connected, exited}
+        done, _ = await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
         if connected not in done:
             self.returncode = self.proc.returncode
             raise self._launch_error(f"{self._gone()} before connecting")
@@ -474,8 +477,9 @@ class ProcessReplica(ReplicaHandle):
             self.proc.kill()
 
 
-class _Pinger:
-    """Puts ``KEEPALIVE`` on a request's queue after ``interval`` seconds without output.
+class _KeepaliveTimer:
+    """Puts ``KEEPALIVE`` on a request's queue after ``interval`` seconds without output (an SSE keep-alive;
+    not the health probe, which is ``ping``).
 
     One timer per stream, re-armed from the time of the last output, so the
     per-chunk cost is one clock read.

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from xinf.engine import Chunk, EmbedRequest, EmbedResult, GenerateRequest, ModelSpec, Placement
+from xinf.types import Chunk, EmbedRequest, EmbedResult, GenerateRequest, ModelSpec, Placement
 
 HEADER = struct.Struct(">I")
 MAX_FRAME = 256 << 20
@@ -92,7 +92,7 @@ class Pong(Frame):
 AnyFrame = Launch | Generate | Embed | Cancel | Ping | Shutdown | Hello | Out | Done | Fail | Embedded | Pong
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(AnyFrame)
+_decoder: msgspec.msgpack.Decoder[AnyFrame] = msgspec.msgpack.Decoder(AnyFrame)
 
 
 def encode(frame: Frame) -> bytes:

@@ -14,14 +14,10 @@ from xinf import placement
 from xinf.errors import InvalidRequest, NotFound
 from xinf.registry import MODEL_TYPES, Family, parse_family
 from xinf.schemas import LAUNCH_FIELDS, LaunchRequest, RegisterRequest
-from xinf.server.http import decode, json_response, read_body, validation_error
-from xinf.server.state import State
+from xinf.server.http import decode, json_response, query_flag, read_body, validation_error
+from xinf.server.state import State, state
 
 log = logging.getLogger(__name__)
-
-
-def state(request: Request) -> State:
-    return request.app.state.xinf  # type: ignore[no-any-return]
 
 
 def split_launch(body: dict[str, Any]) -> tuple[LaunchRequest, dict[str, Any]]:
@@ -45,7 +41,7 @@ async def launch(request: Request) -> Response:
     st = state(request)
     body = decode(await read_body(request, st.max_body), dict[str, Any])
     req, options = split_launch(body)
-    if _flag(request, "dry_run", False):
+    if query_flag(request, "dry_run", False):
         model, placements = await asyncio.to_thread(st.manager.dry_run, req, options)
         return json_response(
             {
@@ -58,19 +54,12 @@ async def launch(request: Request) -> Response:
             }
         )
     model = await st.manager.prepare(req, options)
-    if _flag(request, "wait_ready", True):
+    if query_flag(request, "wait_ready", True):
         await st.manager.start(model)
     else:
         task = asyncio.ensure_future(st.manager.start(model))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # errors show in the model's status
     return json_response({"model_uid": model.uid})
-
-
-def _flag(request: Request, name: str, default: bool) -> bool:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    return raw.lower() in ("true", "1", "yes")
 
 
 class AddReplicas(msgspec.Struct, kw_only=True):
@@ -193,9 +182,9 @@ async def register(request: Request) -> Response:
 async def registrations(request: Request) -> Response:
     st = state(request)
     model_type = _model_type(request)
-    detailed = request.query_params.get("detailed", "false").lower() in ("true", "1", "yes")
+    detailed = query_flag(request, "detailed", False)
     out = []
-    for family in st.registry.list(model_type=model_type):
+    for family in st.registry.list_families(model_type=model_type):
         row: dict[str, Any] = {"model_name": family.name, "is_builtin": family.builtin}
         if detailed:
             row.update(_family_json(family))

@@ -22,7 +22,7 @@ from xinf.registry import Registry
 from xinf.server import access, admin, openai, web
 from xinf.server.http import error_response, json_response
 from xinf.server.openapi import document
-from xinf.server.state import State
+from xinf.server.state import State, state
 from xinf.settings import Settings
 
 if TYPE_CHECKING:
@@ -38,11 +38,11 @@ async def openapi_json(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    st: State = request.app.state.xinf
+    st = state(request)
     if request.app.state.exporter is None:  # prometheus_client is imported on the first scrape
         from xinf.metrics import Exporter
 
-        request.app.state.exporter = Exporter(st.manager)
+        request.app.state.exporter = Exporter(st.manager.models)
     body, content_type = request.app.state.exporter.render()
     return Response(body, media_type=content_type)
 

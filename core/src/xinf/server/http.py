@@ -34,6 +34,14 @@ def error_response(exc: XinfError) -> Response:
     return json_response({"error": exc.to_dict(), "detail": exc.message}, exc.status, headers)
 
 
+def query_flag(request: Request, name: str, default: bool) -> bool:
+    """A yes/no query parameter (``?wait_ready=false``): true, 1 or yes is yes; absent is ``default``."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    return raw.lower() in ("true", "1", "yes")
+
+
 def decode(body: bytes, type: type[T]) -> T:
     """Decode and validate a JSON body; any problem is a 400 naming the field."""
     if not body:
@@ -55,11 +63,11 @@ def validation_error(exc: msgspec.ValidationError) -> InvalidRequest:
         param = _param(text, unknown.group(1))
         return InvalidRequest(f"Unrecognized request argument supplied: {param}", param=param, code="unknown_parameter")
     match = _PATH.search(text)
-    param = match.group(1) if match else None
+    path = match.group(1) if match else None
     message = text[: match.start()] if match else text
-    if param:
-        message = f"invalid value for '{param}': {message}"
-    return InvalidRequest(message, param=param, code="invalid_value")
+    if path:
+        message = f"invalid value for '{path}': {message}"
+    return InvalidRequest(message, param=path, code="invalid_value")
 
 
 def _param(text: str, field: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import secrets
@@ -12,24 +11,27 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from xinf import adapters
-from xinf.engine import Chunk, EmbedRequest, GenerateRequest, TokenLogprob
-from xinf.errors import InvalidRequest, XinfError
+from xinf.errors import InvalidRequest
 from xinf.model import RunningModel
-from xinf.replica.handle import KEEPALIVE
 from xinf.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling
-from xinf.server.http import decode, encode_json, json_response, read_body
-from xinf.server.state import State
+from xinf.server.http import decode, json_response, read_body
+from xinf.server.state import State, state
+from xinf.server.streams import (
+    Collected,
+    chain,
+    event_stream,
+    first_and_rest,
+    merged,
+    response_body,
+    streamed,
+    until_disconnect,
+)
+from xinf.types import Chunk, EmbedRequest, GenerateRequest, TokenLogprob
 
 log = logging.getLogger(__name__)
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-PING = b": ping\n\n"  # an SSE comment: clients ignore it, proxies see the connection is alive
-
-
-def state(request: Request) -> State:
-    return request.app.state.xinf  # type: ignore[no-any-return]
 
 
 def keepalive(st: State, stream: bool) -> float | None:
@@ -112,121 +114,7 @@ def completion_request(req: CompletionRequest, prompt: str, model: RunningModel,
     return GenerateRequest(prompt=prompt, logprobs=req.logprobs, **sampling_fields(req, st, req.max_tokens or 16))
 
 
-# ---------------------------------------------------------------- streams
-
-
-async def first_and_rest(stream: AsyncIterator[Chunk]) -> tuple[Chunk | None, AsyncIterator[Chunk]]:
-    """Wait for the first chunk, so that errors before any output get a proper status."""
-    try:
-        first = await stream.__anext__()
-    except StopAsyncIteration:
-        return None, stream
-    except BaseException:
-        await stream.aclose()  # type: ignore[attr-defined]
-        raise
-    return first, stream
-
-
-async def chain(first: Chunk | None, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
-    if first is not None:
-        yield first
-    async for chunk in rest:
-        yield chunk
-
-
-async def merged(streams: list[AsyncIterator[Chunk]], n: int) -> AsyncIterator[Chunk]:
-    """Several prompts' streams as one, choice indexes offset by prompt."""
-    if len(streams) == 1:
-        async for chunk in streams[0]:
-            yield chunk
-        return
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    done = object()
-
-    async def pump(i: int, stream: AsyncIterator[Chunk]) -> None:
-        try:
-            async for chunk in stream:
-                if chunk is not KEEPALIVE:
-                    chunk.index += i * n
-                queue.put_nowait(chunk)
-        except BaseException as exc:
-            queue.put_nowait(exc)
-        finally:
-            queue.put_nowait(done)
-
-    tasks = [asyncio.ensure_future(pump(i, s)) for i, s in enumerate(streams)]
-    try:
-        remaining = len(tasks)
-        while remaining:
-            item = await queue.get()
-            if item is done:
-                remaining -= 1
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                yield item
-    finally:
-        for task in tasks:
-            task.cancel()
-
-
-async def until_disconnect(request: Request, work: Any) -> Any:
-    """Run ``work`` but cancel it if the client goes away first."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
-    try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            return task.result()
-        task.cancel()
-        raise asyncio.CancelledError("client disconnected")
-    finally:
-        watcher.cancel()
-
-
-async def _disconnected(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
-DONE = b"data: [DONE]\n\n"
-
-
-def stream_error(cid: str, exc: Exception) -> bytes:
-    """The SSE event that ends a stream which failed after its 200 was sent."""
-    if isinstance(exc, XinfError):
-        return sse({"error": exc.to_dict()})
-    log.exception("stream %s failed", cid, exc_info=exc)
-    return sse({"error": {"message": f"internal error: {exc}", "type": "server_error", "param": None, "code": None}})
-
-
-def sse(data: Any) -> bytes:
-    return b"data: " + encode_json(data) + b"\n\n"
-
-
-class Usage:
-    def __init__(self) -> None:
-        self.prompt_tokens: dict[int, int] = {}
-        self.completion_tokens = 0
-
-    def add(self, chunk: Chunk) -> None:
-        if chunk.usage is not None:
-            self.prompt_tokens[chunk.index] = chunk.usage.prompt_tokens
-            self.completion_tokens += chunk.usage.completion_tokens
-
-    def as_dict(self, n: int) -> dict[str, int]:
-        # n choices of one prompt share its prompt tokens: count each prompt once.
-        by_prompt: dict[int, int] = {}
-        for index, tokens in self.prompt_tokens.items():
-            by_prompt[index // n] = tokens
-        prompt = sum(by_prompt.values())
-        return {
-            "prompt_tokens": prompt,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": prompt + self.completion_tokens,
-        }
+# ---------------------------------------------------------------- logprobs
 
 
 def chat_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
@@ -270,95 +158,61 @@ async def chat_completions(request: Request) -> Response:
     created = int(time.time())
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        events = chat_events(chain(first, rest), cid, created, req.model, req.n, include_usage)
-        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+        return streamed(chat_events(chain(first, rest), cid, created, req.model, req.n, include_usage))
     return json_response(await until_disconnect(request, chat_body(chain(first, rest), cid, created, req, model)))
 
 
 async def chat_body(stream: AsyncIterator[Chunk], cid: str, created: int, req: ChatRequest, model: RunningModel) -> Any:
-    texts: list[list[str]] = [[] for _ in range(req.n)]
-    thoughts: list[list[str]] = [[] for _ in range(req.n)]
-    logprobs: list[list[TokenLogprob]] = [[] for _ in range(req.n)]
-    tools: list[list[dict[str, Any]]] = [[] for _ in range(req.n)]
-    finish: list[str | None] = [None] * req.n
-    usage = Usage()
-    async for chunk in stream:
-        i = chunk.index
-        texts[i].append(chunk.text)
-        if chunk.reasoning:
-            thoughts[i].append(chunk.reasoning)
-        if chunk.logprobs:
-            logprobs[i].extend(chunk.logprobs)
-        if chunk.tool_calls:
-            tools[i].extend(chunk.tool_calls)
-        if chunk.finish_reason:
-            finish[i] = chunk.finish_reason
-        usage.add(chunk)
+    got = await Collected([""] * req.n).read(stream)
     choices = []
     for i in range(req.n):
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(texts[i])}
+        message: dict[str, Any] = {"role": "assistant", "content": got.text(i)}
         if model.spec.is_reasoning:
-            message["reasoning_content"] = "".join(thoughts[i]) or None
-        if tools[i]:
-            message["tool_calls"] = tools[i]
+            message["reasoning_content"] = "".join(got.thoughts[i]) or None
+        if got.tool_calls[i]:
+            message["tool_calls"] = got.tool_calls[i]
         choices.append(
             {
                 "index": i,
                 "message": message,
-                "logprobs": chat_logprobs(logprobs[i]) if req.logprobs else None,
-                "finish_reason": finish[i] or "stop",
+                "logprobs": chat_logprobs(got.logprobs[i]) if req.logprobs else None,
+                "finish_reason": got.finish_reason(i),
             }
         )
-    return {
-        "id": cid,
-        "object": "chat.completion",
-        "created": created,
-        "model": req.model,
-        "choices": choices,
-        "usage": usage.as_dict(req.n),
-    }
+    return response_body("chat.completion", cid, created, req.model, choices, got.usage.as_dict(req.n))
 
 
-async def chat_events(
+def chat_events(
     stream: AsyncIterator[Chunk], cid: str, created: int, model: str, n: int, include_usage: bool
 ) -> AsyncIterator[bytes]:
-    base: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
-    if include_usage:
-        base["usage"] = None
-    finish: list[str | None] = [None] * n
-    usage = Usage()
-    try:
-        for i in range(n):
-            yield sse({**base, "choices": [_choice(i, {"role": "assistant", "content": ""})]})
-        async for chunk in stream:
-            if chunk is KEEPALIVE:
-                yield PING
-                continue
-            delta: dict[str, Any] = {}
-            if chunk.reasoning:
-                delta["reasoning_content"] = chunk.reasoning
-            if chunk.text:
-                delta["content"] = chunk.text
-            if chunk.tool_calls:
-                delta["tool_calls"] = chunk.tool_calls
-            if delta or chunk.logprobs:
-                choice = _choice(chunk.index, delta)
-                if chunk.logprobs:
-                    choice["logprobs"] = chat_logprobs(chunk.logprobs)
-                yield sse({**base, "choices": [choice]})
-            if chunk.finish_reason:
-                finish[chunk.index] = chunk.finish_reason
-            usage.add(chunk)
-        for i in range(n):
-            yield sse({**base, "choices": [_choice(i, {}, finish[i] or "stop")]})
-        if include_usage:
-            yield sse({**base, "choices": [], "usage": usage.as_dict(n)})
-    except Exception as exc:
-        yield stream_error(cid, exc)
-    yield DONE
+    def choice(chunk: Chunk) -> dict[str, Any] | None:
+        delta: dict[str, Any] = {}
+        if chunk.reasoning:
+            delta["reasoning_content"] = chunk.reasoning
+        if chunk.text:
+            delta["content"] = chunk.text
+        if chunk.tool_calls:
+            delta["tool_calls"] = chunk.tool_calls
+        if not delta and not chunk.logprobs:
+            return None
+        out = _delta(chunk.index, delta)
+        if chunk.logprobs:
+            out["logprobs"] = chat_logprobs(chunk.logprobs)
+        return out
+
+    return event_stream(
+        stream,
+        {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model},
+        total=n,
+        n=n,
+        include_usage=include_usage,
+        opening=[_delta(i, {"role": "assistant", "content": ""}) for i in range(n)],
+        choice=choice,
+        closing=lambda i, finish: _delta(i, {}, finish),
+    )
 
 
-def _choice(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+def _delta(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
     return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
 
 
@@ -381,83 +235,56 @@ async def completions(request: Request) -> Response:
     echoes = [prompts[i // req.n] if req.echo else "" for i in range(total)]
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        events = completion_events(chain(first, rest), cid, created, req.model, total, req.n, echoes, include_usage)
-        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
-    body = completion_body(chain(first, rest), cid, created, req, total, echoes)
+        return streamed(completion_events(chain(first, rest), cid, created, req.model, req.n, echoes, include_usage))
+    body = completion_body(chain(first, rest), cid, created, req, echoes)
     return json_response(await until_disconnect(request, body))
 
 
 async def completion_body(
-    stream: AsyncIterator[Chunk], cid: str, created: int, req: CompletionRequest, total: int, echoes: list[str]
+    stream: AsyncIterator[Chunk], cid: str, created: int, req: CompletionRequest, echoes: list[str]
 ) -> Any:
-    texts: list[list[str]] = [[e] for e in echoes]
-    logprobs: list[list[TokenLogprob]] = [[] for _ in range(total)]
-    finish: list[str | None] = [None] * total
-    usage = Usage()
-    async for chunk in stream:
-        texts[chunk.index].append(chunk.text)
-        if chunk.logprobs:
-            logprobs[chunk.index].extend(chunk.logprobs)
-        if chunk.finish_reason:
-            finish[chunk.index] = chunk.finish_reason
-        usage.add(chunk)
+    got = await Collected(echoes).read(stream)
     choices = [
         {
             "index": i,
-            "text": "".join(texts[i]),
-            "logprobs": completion_logprobs(logprobs[i], len(echoes[i])) if req.logprobs is not None else None,
-            "finish_reason": finish[i] or "stop",
+            "text": got.text(i),
+            "logprobs": completion_logprobs(got.logprobs[i], len(echoes[i])) if req.logprobs is not None else None,
+            "finish_reason": got.finish_reason(i),
         }
-        for i in range(total)
+        for i in range(len(echoes))
     ]
-    return {
-        "id": cid,
-        "object": "text_completion",
-        "created": created,
-        "model": req.model,
-        "choices": choices,
-        "usage": usage.as_dict(req.n),
-    }
+    return response_body("text_completion", cid, created, req.model, choices, got.usage.as_dict(req.n))
 
 
-async def completion_events(
+def completion_events(
     stream: AsyncIterator[Chunk],
     cid: str,
     created: int,
     model: str,
-    total: int,
     n: int,
     echoes: list[str],
     include_usage: bool,
 ) -> AsyncIterator[bytes]:
-    base: dict[str, Any] = {"id": cid, "object": "text_completion", "created": created, "model": model}
-    if include_usage:
-        base["usage"] = None
-    finish: list[str | None] = [None] * total
-    usage = Usage()
-    try:
-        for i, echo in enumerate(echoes):
-            if echo:
-                yield sse({**base, "choices": [_text(i, echo)]})
-        async for chunk in stream:
-            if chunk is KEEPALIVE:
-                yield PING
-                continue
-            if chunk.text or chunk.logprobs:
-                choice = _text(chunk.index, chunk.text)
-                if chunk.logprobs:
-                    choice["logprobs"] = completion_logprobs(chunk.logprobs, 0)
-                yield sse({**base, "choices": [choice]})
-            if chunk.finish_reason:
-                finish[chunk.index] = chunk.finish_reason
-            usage.add(chunk)
-        for i in range(total):
-            yield sse({**base, "choices": [_text(i, "", finish[i] or "stop")]})
-        if include_usage:
-            yield sse({**base, "choices": [], "usage": usage.as_dict(n)})
-    except Exception as exc:
-        yield stream_error(cid, exc)
-    yield DONE
+    """``echoes[i]`` is choice i's echoed prompt ("" without echo); there are ``len(echoes)`` choices."""
+
+    def choice(chunk: Chunk) -> dict[str, Any] | None:
+        if not chunk.text and not chunk.logprobs:
+            return None
+        out = _text(chunk.index, chunk.text)
+        if chunk.logprobs:
+            out["logprobs"] = completion_logprobs(chunk.logprobs, 0)
+        return out
+
+    return event_stream(
+        stream,
+        {"id": cid, "object": "text_completion", "created": created, "model": model},
+        total=len(echoes),
+        n=n,
+        include_usage=include_usage,
+        opening=[_text(i, echo) for i, echo in enumerate(echoes) if echo],
+        choice=choice,
+        closing=lambda i, finish: _text(i, "", finish),
+    )
 
 
 def _text(index: int, text: str, finish: str | None = None) -> dict[str, Any]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from starlette.requests import Request
+
 from xinf.manager import ModelManager
 from xinf.plugins import PluginHost
 from xinf.registry import Registry
@@ -17,3 +19,9 @@ class State:
     plugins: PluginHost
     manager: ModelManager
     max_body: int = 32 << 20  # bytes (XINF_MAX_BODY_BYTES); a chat history longer than this is a mistake or an attack
+
+
+def state(request: Request) -> State:
+    """The server's ``State``, as every route handler reaches it."""
+    st: State = request.app.state.xinf
+    return st

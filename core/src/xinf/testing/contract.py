@@ -32,9 +32,9 @@ import pytest
 import pytest_asyncio
 
 from xinf.devices import inventory
-from xinf.engine import Chunk, GenerateRequest, MemoryEstimate, ModelSource, ModelSpec, Placement
 from xinf.errors import InvalidRequest
 from xinf.plugins import GROUP, PluginHost
+from xinf.types import Chunk, GenerateRequest, MemoryEstimate, ModelSource, ModelSpec, Placement
 
 HEAVY = ("torch", "transformers", "xllamacpp", "vllm", "mlx", "mlx_lm", "sglang", "tensorflow", "jax")
 

@@ -38,7 +38,9 @@ from typing import Any
 import msgspec
 
 from xinf import hookimpl
-from xinf.engine import (
+from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, LaunchError
+from xinf.stops import StopMatcher
+from xinf.types import (
     Chunk,
     Device,
     EmbedRequest,
@@ -52,8 +54,6 @@ from xinf.engine import (
     TokenLogprob,
     Usage,
 )
-from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, LaunchError
-from xinf.stops import StopMatcher
 
 ENGINE = "test"
 WORDS = (
@@ -100,7 +100,7 @@ def parse_options(options: dict[str, Any]) -> TestOptions:
 @hookimpl
 def match_model(spec: ModelSpec, hardware: Hardware) -> EngineMatch:
     if spec.format != "test":
-        return EngineMatch(engine=ENGINE, score=0, reason=f"serves only format 'test', not {spec.format!r}")
+        return EngineMatch(engine=ENGINE, score=0, reason="serves only format 'test'")
     return EngineMatch(engine=ENGINE, score=10, reason="test model")
 
 

@@ -47,6 +47,7 @@ class ServerProcess:
         python: str = sys.executable,
         startup_timeout: float = 60.0,
         host: str = "127.0.0.1",
+        command: list[str] | None = None,
     ):
         self.home = Path(home)
         self.port = free_port()
@@ -55,6 +56,8 @@ class ServerProcess:
         self.env = {**os.environ, "XINFERENCE_HOME": str(self.home), "PYTHONUNBUFFERED": "1", **(env or {})}
         self.args = args or []
         self.python = python
+        # what starts the server, before --host/--port and args (e.g. ["./scripts/serve"], which passes them on)
+        self.command = command or [python, "-m", "xinf.cli.main", "serve"]
         self.startup_timeout = startup_timeout
         self.log_path = self.home / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -65,7 +68,7 @@ class ServerProcess:
         self.home.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [self.python, "-m", "xinf.cli.main", "serve", "--host", self.host, "--port", str(self.port), *self.args],
+            [*self.command, "--host", self.host, "--port", str(self.port), *self.args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

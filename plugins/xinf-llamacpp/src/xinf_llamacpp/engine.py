@@ -22,8 +22,8 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from xinf.engine import Chunk, GenerateRequest, ModelSpec, TokenLogprob, Usage
 from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, XinfError
+from xinf.types import Chunk, GenerateRequest, ModelSpec, TokenLogprob, Usage
 from xinf_llamacpp.lora import request_scales
 
 log = logging.getLogger(__name__)

@@ -58,11 +58,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from xinf_llamacpp.gguf_header import ArrayInfo, GGUFHeader, TensorInfo, tensor_nbytes
+from xinf.gguf import ArrayInfo, GGUFHeader, TensorInfo, tensor_nbytes
+from xinf.units import MiB, format_bytes
 from xinf_llamacpp.options import KV_PAD, Context, flash_attention, ggml_type_of, parse_bool
 
-MiB = 1 << 20
-GiB = 1 << 30
 #: What a GPU needs before any model data: the CUDA context, cuBLAS workspaces
 #: and allocator slack.  xllamacpp's estimator defaults to the same 512 MiB
 #: (``memory_min``); Ollama reserves about 457 MiB on CUDA.
@@ -282,7 +281,7 @@ class Plan:
 
 
 @dataclass
-class Settings:
+class EstimateOptions:
     """The launch options the estimate depends on."""
 
     context: Context
@@ -299,7 +298,7 @@ class Settings:
     adapters: dict[int, int] = field(default_factory=dict)
 
     @classmethod
-    def from_options(cls, options: dict[str, Any], context: Context, projector: int = 0) -> Settings:
+    def from_options(cls, options: dict[str, Any], context: Context, projector: int = 0) -> EstimateOptions:
         layers = options.get("n_gpu_layers")
         chosen: int | None = None
         if layers is not None:
@@ -326,7 +325,7 @@ class Settings:
 
 
 def adapter_layers(tensor_bytes: dict[str, int], n_layer: int) -> dict[int, int]:
-    """LoRA bytes by base tensor name -> by layer, as ``Settings.adapters`` wants them."""
+    """LoRA bytes by base tensor name -> by layer, as ``EstimateOptions.adapters`` wants them."""
     out: dict[int, int] = {}
     for name, size in tensor_bytes.items():
         parts = name.split(".")
@@ -340,7 +339,7 @@ def adapter_layers(tensor_bytes: dict[str, int], n_layer: int) -> dict[int, int]
     return out
 
 
-def plan(shape: ModelShape, settings: Settings, free: list[int]) -> Plan:
+def plan(shape: ModelShape, settings: EstimateOptions, free: list[int]) -> Plan:
     """The plan for devices with ``free`` bytes each: the largest layer count that fits, or the one asked for."""
     total = shape.total_layers
     if not free:
@@ -360,7 +359,7 @@ def plan(shape: ModelShape, settings: Settings, free: list[int]) -> Plan:
     return candidate
 
 
-def _plan_for(shape: ModelShape, s: Settings, free: list[int], n: int) -> Plan:
+def _plan_for(shape: ModelShape, s: EstimateOptions, free: list[int], n: int) -> Plan:
     ctx = s.context
     kv = shape.kv_bytes(ctx, s.type_k, s.type_v, s.swa_full)
     graph = graph_size(shape, ctx, s.flash_attn)
@@ -466,7 +465,7 @@ def _pad(n: int, to: int) -> int:
     return (n + to - 1) // to * to
 
 
-def describe(p: Plan, shape: ModelShape, settings: Settings, free: list[int]) -> str:
+def describe(p: Plan, shape: ModelShape, settings: EstimateOptions, free: list[int]) -> str:
     """The breakdown in words, for ``xinf estimate`` and the logs."""
     ctx = p.context
     per_slot = kv_cells(ctx)
@@ -475,17 +474,17 @@ def describe(p: Plan, shape: ModelShape, settings: Settings, free: list[int]) ->
         f"{shape.n_head} heads ({max(shape.n_head_kv)} KV), vocabulary {shape.n_vocab}",
         f"context: n_ctx {ctx.n_ctx} shared by {ctx.n_parallel} slot(s): {per_slot} tokens per request"
         + (" (unified KV)" if ctx.kv_unified else ""),
-        f"KV cache: {_size(p.kv_cache)} ({_type_name(settings.type_k)}/{_type_name(settings.type_v)}, "
-        f"{_size(p.kv_per_token)} per token)",
-        f"compute graph: {_size(p.graph)} per device"
+        f"KV cache: {format_bytes(p.kv_cache)} ({_type_name(settings.type_k)}/{_type_name(settings.type_v)}, "
+        f"{format_bytes(p.kv_per_token)} per token)",
+        f"compute graph: {format_bytes(p.graph)} per device"
         + (" (flash attention)" if settings.flash_attn else " (no flash attention)"),
     ]
     if free:
         state = "all" if p.gpu_layers == p.total_layers else f"{p.gpu_layers} of"
         lines.append(
             f"{state} {p.total_layers} layers on {len(free)} device(s) with "
-            + ", ".join(_size(f) for f in free)
-            + f" free; {_size(DEVICE_RESERVE)} reserved per device for the runtime"
+            + ", ".join(format_bytes(f) for f in free)
+            + f" free; {format_bytes(DEVICE_RESERVE)} reserved per device for the runtime"
         )
     lines.extend(p.notes)
     return "\n".join(lines)
@@ -495,9 +494,3 @@ def _type_name(ggml_type: int) -> str:
     from gguf import GGMLQuantizationType
 
     return GGMLQuantizationType(ggml_type).name.lower()
-
-
-def _size(n: int) -> str:
-    if n >= GiB:
-        return f"{n / GiB:.2f} GiB"
-    return f"{n / MiB:.1f} MiB" if n >= MiB else f"{n / 1024:.1f} KiB"

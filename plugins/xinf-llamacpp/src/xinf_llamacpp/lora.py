@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import os
 
-from xinf.engine import LoraAdapter
+from xinf.types import LoraAdapter
 from xinf.errors import LaunchError
-from xinf_llamacpp.gguf_header import GGUFError, GGUFHeader, read_header
+from xinf.gguf import GGUFError, GGUFHeader, read_header
 
 
 def not_gguf(adapters: list[LoraAdapter]) -> str | None:

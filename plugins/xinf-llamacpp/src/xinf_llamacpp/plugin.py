@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from xinf import hookimpl
-from xinf.engine import (
+from xinf.errors import LaunchError
+from xinf_llamacpp import lora
+from xinf.types import (
     Chunk,
     Device,
     EngineMatch,
@@ -24,8 +26,6 @@ from xinf.engine import (
     ModelSpec,
     Placement,
 )
-from xinf.errors import LaunchError
-from xinf_llamacpp import lora
 from xinf_llamacpp import options as opts
 
 ENGINE = "llama.cpp"
@@ -65,7 +65,7 @@ def estimate_vram(spec: ModelSpec, options: dict[str, Any], devices: list[Device
     adapter_bytes = lora.check_all(spec.adapters, path)  # an adapter that does not fit fails the launch now
     try:
         shape = _shape(path)
-        settings = estimate.Settings.from_options(
+        settings = estimate.EstimateOptions.from_options(
             flat, opts.context(flat, shape.n_ctx_train), projector=_projector_bytes(flat)
         )
         settings.adapters = estimate.adapter_layers(adapter_bytes, shape.n_layer)
@@ -182,15 +182,15 @@ def _check_options(flat: dict[str, Any]) -> None:
 
 
 def _shape(path: str) -> Any:
+    from xinf.gguf import read_header
     from xinf_llamacpp.estimate import ModelShape
-    from xinf_llamacpp.gguf_header import read_header
 
     return ModelShape.from_header(read_header(path))
 
 
 def _projector_bytes(options: dict[str, Any]) -> int:
     """Weights of a multimodal projector given as ``mmproj.path``."""
-    from xinf_llamacpp.gguf_header import read_header
+    from xinf.gguf import read_header
 
     path = options.get("mmproj.path")
     if not path:

@@ -33,10 +33,10 @@ from mlx_lm import load as mlx_load
 from mlx_lm.generate import BatchGenerator, StopSequences
 from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p, greedy_sampler, make_logits_processors
 
-from xinf.engine import Chunk, GenerateRequest, ModelSpec, TokenLogprob, Usage
 from xinf.errors import EngineError, InvalidRequest, LaunchError
 from xinf.prompts import encode_prompt, output_room
 from xinf.stops import StopMatcher
+from xinf.types import Chunk, GenerateRequest, ModelSpec, TokenLogprob, Usage
 from xinf_mlx.memory import default_context, read_config
 from xinf_mlx.plugin import MLXOptions
 

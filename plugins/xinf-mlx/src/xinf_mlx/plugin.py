@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from xinf import hookimpl
-from xinf.engine import Chunk, Device, EngineMatch, GenerateRequest, Hardware, MemoryEstimate, ModelSpec, Placement
 from xinf.errors import LaunchError
+from xinf.types import Chunk, Device, EngineMatch, GenerateRequest, Hardware, MemoryEstimate, ModelSpec, Placement
 
 if TYPE_CHECKING:
     from xinf_mlx.engine import MLXModel

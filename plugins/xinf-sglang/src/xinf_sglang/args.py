@@ -11,8 +11,8 @@ import json
 from collections.abc import Collection
 from typing import Any
 
-from xinf.engine import GenerateRequest, ModelSpec, Placement
 from xinf.errors import InvalidRequest, LaunchError
+from xinf.types import GenerateRequest, ModelSpec, Placement
 
 #: names other engines (and Xinference's vLLM options) use for the same ServerArgs fields
 ALIASES = {

@@ -15,9 +15,9 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from xinf.engine import Chunk, GenerateRequest, ModelSpec, Placement, TokenLogprob, Usage
 from xinf.errors import EngineError, InvalidRequest, LaunchError
 from xinf.prompts import encode_prompt, output_room
+from xinf.types import Chunk, GenerateRequest, ModelSpec, Placement, TokenLogprob, Usage
 from xinf_sglang.args import sampling_params, server_kwargs
 
 

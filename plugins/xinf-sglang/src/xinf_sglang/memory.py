@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xinf.engine import Device, MemoryEstimate
+from xinf.types import Device, MemoryEstimate
 
 MiB = 1 << 20
 GiB = 1 << 30

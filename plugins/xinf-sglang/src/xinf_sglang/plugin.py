@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xinf import hookimpl
-from xinf.engine import Chunk, Device, EngineMatch, GenerateRequest, Hardware, MemoryEstimate, ModelSpec, Placement
 from xinf.errors import LaunchError
+from xinf.types import Chunk, Device, EngineMatch, GenerateRequest, Hardware, MemoryEstimate, ModelSpec, Placement
 from xinf_sglang.models import ARCHITECTURES, FAMILIES
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from xinf.engine import LoraAdapter
+from xinf.types import LoraAdapter
 from xinf.errors import LaunchError
 
 CONFIG = "adapter_config.json"

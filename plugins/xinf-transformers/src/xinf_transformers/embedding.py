@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from xinf.engine import EmbedRequest, EmbedResult
 from xinf.errors import InvalidRequest
+from xinf.types import EmbedRequest, EmbedResult
 
 
 def _read_json(path: Path) -> Any:

@@ -14,7 +14,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from xinf.engine import Device, MemoryEstimate, ModelSpec
+from xinf.types import Device, MemoryEstimate, ModelSpec
 from xinf_transformers import options as o
 
 MiB = 1 << 20

@@ -13,8 +13,8 @@ from typing import Any
 
 import msgspec
 
-from xinf.engine import ModelSpec
 from xinf.errors import LaunchError
+from xinf.types import ModelSpec
 
 DTYPES = {"float32": 4, "bfloat16": 2, "float16": 2}
 _ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16", "float": "float32"}

@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from xinf import hookimpl
-from xinf.engine import (
+from xinf.errors import InvalidRequest, LaunchError
+from xinf.prompts import encode_prompt
+from xinf.stops import StopMatcher
+from xinf.types import (
     Chunk,
     Device,
     EmbedRequest,
@@ -28,9 +31,6 @@ from xinf.engine import (
     Placement,
     Usage,
 )
-from xinf.errors import InvalidRequest, LaunchError
-from xinf.prompts import encode_prompt
-from xinf.stops import StopMatcher
 from xinf_transformers import estimate as est
 from xinf_transformers import options as o
 from xinf_transformers.text import Detokenizer, make_job

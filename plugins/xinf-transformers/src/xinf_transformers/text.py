@@ -7,9 +7,9 @@ from typing import Any
 
 import msgspec
 
-from xinf.engine import GenerateRequest
 from xinf.errors import InvalidRequest
 from xinf.prompts import output_room
+from xinf.types import GenerateRequest
 
 GREEDY_BELOW = 1e-5  # temperatures under this mean greedy decoding
 

@@ -20,8 +20,8 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from xinf.engine import Chunk, GenerateRequest, ModelSpec, Placement, TokenLogprob, Usage
 from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, LaunchError
+from xinf.types import Chunk, GenerateRequest, ModelSpec, Placement, TokenLogprob, Usage
 from xinf_vllm import memory
 from xinf_vllm import settings as s
 from xinf_vllm.matching import installed_build

@@ -12,7 +12,7 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Literal
 
-from xinf.engine import EngineMatch, Hardware, ModelSpec
+from xinf.types import EngineMatch, Hardware, ModelSpec
 from xinf_vllm.families import is_supported
 
 ENGINE = "vllm"

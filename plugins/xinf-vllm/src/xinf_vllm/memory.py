@@ -28,7 +28,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from xinf.engine import Device, MemoryEstimate, ModelSpec
+from xinf.types import Device, MemoryEstimate, ModelSpec
 from xinf_vllm import settings as s
 
 GiB = 1 << 30

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from xinf import hookimpl
-from xinf.engine import Chunk, Device, EngineMatch, GenerateRequest, Hardware, MemoryEstimate, ModelSpec, Placement
+from xinf.types import Chunk, Device, EngineMatch, GenerateRequest, Hardware, MemoryEstimate, ModelSpec, Placement
 from xinf_vllm import engine, matching, memory
 
 

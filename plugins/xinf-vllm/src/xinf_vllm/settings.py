@@ -15,8 +15,8 @@ from typing import Any
 
 import msgspec
 
-from xinf.engine import ModelSpec
 from xinf.errors import LaunchError
+from xinf.types import ModelSpec
 
 # vLLM's default; the fraction of each GPU's total memory it takes for itself.
 GPU_MEMORY_UTILIZATION = 0.9

@@ -1,7 +1,9 @@
-"""What the memory estimate needs from a GGUF file, read from its header only.
+"""A GGUF file's header: its metadata and tensor list, read without its data.
 
-The ``gguf`` package gives the format's constants (value types, block sizes of
-every ggml type).  We walk the header ourselves instead of using
+The server reads it to describe a model given by path (size, quantization,
+context length) and the llama.cpp engine for its memory estimate.  The ``gguf``
+package (installed with the llama.cpp engine) gives the block sizes of every
+ggml type, needed only for tensor sizes in bytes.  We walk the header ourselves instead of using
 ``gguf.GGUFReader``: the reader turns every vocabulary string into a numpy
 view (3 s for SmolLM2's 49k tokens here, far more for a 128k vocabulary), runs
 in the server's event loop when the scheduler asks for an estimate, and fails
@@ -15,7 +17,7 @@ import mmap
 import os
 import struct
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 # Arrays longer than this are recorded by their length only (tokens, merges, scores).
@@ -38,7 +40,17 @@ class TensorInfo:
     name: str
     dims: tuple[int, ...]  # ggml order: dims[0] is the row length
     ggml_type: int
-    nbytes: int
+
+    @property
+    def elements(self) -> int:
+        count = 1
+        for d in self.dims:
+            count *= d
+        return count
+
+    @cached_property
+    def nbytes(self) -> int:
+        return tensor_nbytes(self.dims, self.ggml_type)
 
 
 @dataclass
@@ -52,6 +64,29 @@ class GGUFHeader:
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.metadata.get(key, default)
+
+    @property
+    def parameters(self) -> int:
+        return sum(t.elements for t in self.tensors)
+
+    @property
+    def context_length(self) -> int | None:
+        value = self.get(f"{self.get('general.architecture')}.context_length")
+        return value if isinstance(value, int) else None
+
+    @property
+    def file_type(self) -> str | None:
+        """The quantization llama.cpp names it by (``Q4_1``, ``Q4_K_M``, ``F16``), from ``general.file_type``."""
+        ftype = self.get("general.file_type")
+        if not isinstance(ftype, int):
+            return None
+        try:
+            from gguf import LlamaFileType
+
+            name = LlamaFileType(ftype).name
+        except (ImportError, ValueError):
+            return None
+        return name.removeprefix("MOSTLY_").removeprefix("ALL_")
 
 
 def tensor_nbytes(dims: tuple[int, ...], ggml_type: int) -> int:
@@ -93,8 +128,6 @@ class _Parser:
         self.order = "<"
 
     def parse(self) -> GGUFHeader:
-        from gguf import GGUF_MAGIC
-
         (magic,) = struct.unpack_from("<I", self.buf, 0)
         if magic != GGUF_MAGIC:
             raise GGUFError(f"{self.path} is not a GGUF file (bad magic)")
@@ -117,7 +150,7 @@ class _Parser:
             dims = tuple(self.scalar("Q") for _ in range(n_dims))
             ggml_type = self.scalar("I")
             self.scalar("Q")  # data offset: not needed
-            header.tensors.append(TensorInfo(name, dims, ggml_type, tensor_nbytes(dims, ggml_type)))
+            header.tensors.append(TensorInfo(name, dims, ggml_type))
         return header
 
     # -------------------------------------------------------------- primitives
@@ -169,6 +202,8 @@ class _Parser:
         if self.pos > len(self.buf):
             raise GGUFError(f"{self.path}: header ends early (truncated file?)")
 
+
+GGUF_MAGIC = 0x46554747  # "GGUF" read as a little-endian uint32 (gguf.GGUF_MAGIC)
 
 # GGUFValueType numbers (gguf.GGUFValueType), spelled out so that parsing a
 # value is a dict lookup rather than an enum construction per token.

@@ -1,0 +1,221 @@
+"""What streamed and collected OpenAI responses share: waiting for the first chunk, merging several
+prompts' streams, SSE events with keep-alives and a closing error event, token usage, stopping work when the
+client goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+
+from xinf.errors import XinfError
+from xinf.replica.handle import KEEPALIVE
+from xinf.server.http import encode_json
+from xinf.types import Chunk, TokenLogprob
+
+log = logging.getLogger(__name__)
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+PING = b": ping\n\n"  # an SSE comment: clients ignore it, proxies see the connection is alive
+
+
+async def first_and_rest(stream: AsyncIterator[Chunk]) -> tuple[Chunk | None, AsyncIterator[Chunk]]:
+    """Wait for the first chunk, so that errors before any output get a proper status."""
+    try:
+        first = await stream.__anext__()
+    except StopAsyncIteration:
+        return None, stream
+    except BaseException:
+        await stream.aclose()  # type: ignore[attr-defined]
+        raise
+    return first, stream
+
+
+async def chain(first: Chunk | None, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    if first is not None:
+        yield first
+    async for chunk in rest:
+        yield chunk
+
+
+async def merged(streams: list[AsyncIterator[Chunk]], n: int) -> AsyncIterator[Chunk]:
+    """Several prompts' streams as one, choice indexes offset by prompt."""
+    if len(streams) == 1:
+        async for chunk in streams[0]:
+            yield chunk
+        return
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    done = object()
+
+    async def pump(i: int, stream: AsyncIterator[Chunk]) -> None:
+        try:
+            async for chunk in stream:
+                if chunk is not KEEPALIVE:
+                    chunk.index += i * n
+                queue.put_nowait(chunk)
+        except BaseException as exc:
+            queue.put_nowait(exc)
+        finally:
+            queue.put_nowait(done)
+
+    tasks = [asyncio.ensure_future(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            item = await queue.get()
+            if item is done:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def until_disconnect(request: Request, work: Any) -> Any:
+    """Run ``work`` but cancel it if the client goes away first."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        task.cancel()
+        raise asyncio.CancelledError("client disconnected")
+    finally:
+        watcher.cancel()
+
+
+async def _disconnected(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+def stream_error(cid: str, exc: Exception) -> bytes:
+    """The SSE event that ends a stream which failed after its 200 was sent."""
+    if isinstance(exc, XinfError):
+        return sse({"error": exc.to_dict()})
+    log.exception("stream %s failed", cid, exc_info=exc)
+    return sse({"error": {"message": f"internal error: {exc}", "type": "server_error", "param": None, "code": None}})
+
+
+def sse(data: Any) -> bytes:
+    return b"data: " + encode_json(data) + b"\n\n"
+
+
+class Usage:
+    def __init__(self) -> None:
+        self.prompt_tokens: dict[int, int] = {}
+        self.completion_tokens = 0
+
+    def add(self, chunk: Chunk) -> None:
+        if chunk.usage is not None:
+            self.prompt_tokens[chunk.index] = chunk.usage.prompt_tokens
+            self.completion_tokens += chunk.usage.completion_tokens
+
+    def as_dict(self, n: int) -> dict[str, int]:
+        # n choices of one prompt share its prompt tokens: count each prompt once.
+        by_prompt: dict[int, int] = {}
+        for index, tokens in self.prompt_tokens.items():
+            by_prompt[index // n] = tokens
+        prompt = sum(by_prompt.values())
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": prompt + self.completion_tokens,
+        }
+
+
+class Collected:
+    """A non-streamed request's chunks, added up per choice."""
+
+    def __init__(self, prefixes: list[str]):
+        self.texts: list[list[str]] = [[p] if p else [] for p in prefixes]
+        self.thoughts: list[list[str]] = [[] for _ in prefixes]
+        self.logprobs: list[list[TokenLogprob]] = [[] for _ in prefixes]
+        self.tool_calls: list[list[dict[str, Any]]] = [[] for _ in prefixes]
+        self.finish: list[str | None] = [None] * len(prefixes)
+        self.usage = Usage()
+
+    async def read(self, stream: AsyncIterator[Chunk]) -> Collected:
+        async for chunk in stream:
+            i = chunk.index
+            self.texts[i].append(chunk.text)
+            if chunk.reasoning:
+                self.thoughts[i].append(chunk.reasoning)
+            if chunk.logprobs:
+                self.logprobs[i].extend(chunk.logprobs)
+            if chunk.tool_calls:
+                self.tool_calls[i].extend(chunk.tool_calls)
+            if chunk.finish_reason:
+                self.finish[i] = chunk.finish_reason
+            self.usage.add(chunk)
+        return self
+
+    def text(self, i: int) -> str:
+        return "".join(self.texts[i])
+
+    def finish_reason(self, i: int) -> str:
+        return self.finish[i] or "stop"
+
+
+def response_body(
+    kind: str, cid: str, created: int, model: str, choices: list[dict[str, Any]], usage: dict[str, int]
+) -> dict[str, Any]:
+    return {"id": cid, "object": kind, "created": created, "model": model, "choices": choices, "usage": usage}
+
+
+async def event_stream(
+    stream: AsyncIterator[Chunk],
+    base: dict[str, Any],
+    *,
+    total: int,
+    n: int,
+    include_usage: bool,
+    opening: list[dict[str, Any]],
+    choice: Callable[[Chunk], dict[str, Any] | None],
+    closing: Callable[[int, str], dict[str, Any]],
+) -> AsyncIterator[bytes]:
+    """The SSE events of a streamed request: ``opening`` choices, one event per chunk that ``choice`` turns
+    into a choice, a ``closing`` choice per choice with its finish reason, the usage if asked, then [DONE].
+
+    Keep-alives become SSE comments; an error after the 200 ends the stream with an error event.
+    """
+    if include_usage:
+        base = {**base, "usage": None}
+    finish: list[str | None] = [None] * total
+    usage = Usage()
+    try:
+        for first in opening:
+            yield sse({**base, "choices": [first]})
+        async for chunk in stream:
+            if chunk is KEEPALIVE:
+                yield PING
+                continue
+            event = choice(chunk)
+            if event is not None:
+                yield sse({**base, "choices": [event]})
+            if chunk.finish_reason:
+                finish[chunk.index] = chunk.finish_reason
+            usage.add(chunk)
+        for i in range(total):
+            yield sse({**base, "choices": [closing(i, finish[i] or "stop")]})
+        if include_usage:
+            yield sse({**base, "choices": [], "usage": usage.as_dict(n)})
+    except Exception as exc:
+        yield stream_error(base["id"], exc)
+    yield DONE
+
+
+def streamed(events: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
