@@ -187,6 +187,68 @@ def peft_adapter(
     return _cached("peft-lora", params, "", write)
 
 
+def hf_merged(
+    model: str = "qwen3-tiny",
+    *,
+    scale: float = 1.0,
+    rank: int = 4,
+    alpha: float = 8.0,
+    targets: tuple[str, ...] = TARGETS,
+    seed: int = 1,
+    **shape: Any,
+) -> Path:
+    """``tinymodels.ensure(model, **shape)`` with ``peft_adapter(...)`` merged into its weights, as float32.
+
+    Numpy only (for environments without peft, such as vLLM's): the base's
+    weights widened to float32 plus ``scale * alpha / r * B @ A``.
+    """
+    params = {"model": model, "scale": scale, "rank": rank, "alpha": alpha, "targets": list(targets), "seed": seed}
+    params["shape"] = shape
+
+    def write(path: Path) -> None:
+        import numpy as np
+
+        base = tinymodels.ensure(model, **shape)
+        shutil.copytree(base, path)
+        (path / "model.safetensors").unlink()
+        tensors = _read_safetensors(base / "model.safetensors")
+        factor = np.float32(scale * alpha / rank)
+        s = _shape(shape, model.partition("-")[2])
+        for (layer, module), (a, b) in lora_weights(s, rank, targets, seed).items():
+            name = f"model.layers.{layer}.{_PARENT.get(module, 'mlp')}.{module}.weight"
+            tensors[name] = tensors[name] + factor * (b @ a)
+        _write_safetensors(path / "model.safetensors", tensors)
+        config = json.loads((path / "config.json").read_text())
+        config["torch_dtype"] = "float32"
+        (path / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+    return _cached("hf-merged", params, "", write)
+
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    """Every tensor of a safetensors file as float32 numpy arrays (BF16, F16 and F32 files)."""
+    import numpy as np
+
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + length])
+    start = 8 + length
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        data = raw[start + begin : start + end]
+        if info["dtype"] == "BF16":
+            array = (np.frombuffer(data, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+        elif info["dtype"] == "F16":
+            array = np.frombuffer(data, dtype="<f2").astype(np.float32)
+        else:
+            array = np.frombuffer(data, dtype="<f4").copy()
+        out[name] = array.reshape(info["shape"])
+    return out
+
+
 def _write_safetensors(path: Path, tensors: dict[str, Any]) -> None:
     """float32 tensors as safetensors, with numpy only."""
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from xinf.types import LoraAdapter, ModelSpec
 from xinf.errors import InvalidRequest, NotFound
+from xinf.types import LoraAdapter, ModelSpec
 
 if TYPE_CHECKING:
     from xinf.manager import ModelManager

@@ -44,7 +44,9 @@ class RunningModel:
         self.python = sys.executable  # a virtual environment's interpreter when the launch needs packages
         self.inflight = 0
         self._next = 0
-        self.routing: str = request.routing or "least_busy"  # the manager fills in XINF_ROUTING when the launch says none
+        self.routing: str = (
+            request.routing or "least_busy"
+        )  # the manager fills in XINF_ROUTING when the launch says none
         self.prefixes = PrefixTable()
 
     def stats_of(self, replica: ReplicaHandle) -> ReplicaStats:

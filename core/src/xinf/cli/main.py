@@ -406,7 +406,9 @@ def engines(model_name: str | None, endpoint: str, api_key: str | None, as_json:
 def spec_label(spec: dict[str, Any]) -> str:
     """``ggufv2 0.5B q4_k_m``: format, size when known, quantization."""
     size = spec.get("size_in_billions")
-    return " ".join(str(p) for p in (spec["format"], f"{size}B" if size is not None else None, spec["quantization"]) if p)
+    return " ".join(
+        str(p) for p in (spec["format"], f"{size}B" if size is not None else None, spec["quantization"]) if p
+    )
 
 
 # ---------------------------------------------------------------- registrations

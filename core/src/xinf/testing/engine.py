@@ -101,6 +101,8 @@ def parse_options(options: dict[str, Any]) -> TestOptions:
 def match_model(spec: ModelSpec, hardware: Hardware) -> EngineMatch:
     if spec.format != "test":
         return EngineMatch(engine=ENGINE, score=0, reason="serves only format 'test'")
+    if spec.adapters:
+        return EngineMatch(engine=ENGINE, score=0, reason="the test engine serves no LoRA adapters")
     return EngineMatch(engine=ENGINE, score=10, reason="test model")
 
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import os
 
-from xinf.types import LoraAdapter
 from xinf.errors import LaunchError
 from xinf.gguf import GGUFError, GGUFHeader, read_header
+from xinf.types import LoraAdapter
 
 
 def not_gguf(adapters: list[LoraAdapter]) -> str | None:

@@ -15,7 +15,6 @@ from typing import Any
 
 from xinf import hookimpl
 from xinf.errors import LaunchError
-from xinf_llamacpp import lora
 from xinf.types import (
     Chunk,
     Device,
@@ -26,6 +25,7 @@ from xinf.types import (
     ModelSpec,
     Placement,
 )
+from xinf_llamacpp import lora
 from xinf_llamacpp import options as opts
 
 ENGINE = "llama.cpp"

@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from xinf.types import LoraAdapter
 from xinf.errors import LaunchError
+from xinf.types import LoraAdapter
 
 CONFIG = "adapter_config.json"
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, LaunchError
 from xinf.types import Chunk, GenerateRequest, ModelSpec, Placement, TokenLogprob, Usage
-from xinf_vllm import memory
+from xinf_vllm import lora, memory
 from xinf_vllm import settings as s
 from xinf_vllm.matching import installed_build
 
@@ -88,6 +88,7 @@ def engine_args(
         args["max_model_len"] = max_len
     seqs = s.max_num_seqs(settings, on_gpu)
     args["max_num_seqs"] = seqs
+    args.update(lora.engine_args(spec.adapters, options))
     if not on_gpu and max_len is not None and config is not None and "kv_cache_memory_bytes" not in options:
         # Without a size vLLM's CPU backend takes most of the host's memory for KV cache.
         kv_elem = memory.model_dtype_bytes(settings, config, on_gpu=False)
@@ -247,7 +248,8 @@ async def generate(model: VllmModel, request: GenerateRequest) -> AsyncIterator[
         raise InvalidRequest(f"cannot render the prompt: {exc}", param="messages") from None
     prompt_tokens = len(prompt["prompt_token_ids"])
     params = sampling_params(model, request, prompt_tokens)
-    stream = model.engine.generate(prompt, params, f"xinf-{uuid.uuid4().hex}")
+    adapter = lora.request(model.spec.adapters, request.adapter)  # vLLM batches adapters side by side
+    stream = model.engine.generate(prompt, params, f"xinf-{uuid.uuid4().hex}", lora_request=adapter)
     completion_tokens = 0
     try:
         async for out in stream:
