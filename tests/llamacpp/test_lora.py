@@ -200,3 +200,10 @@ def test_cli_lora_with_a_scale_and_the_xinference_client(server: ServerProcess, 
     assert reply["choices"][0]["message"]["content"] == merged["choices"][0]["message"]["content"]
     for name in ("half", "half-merged", uid):
         client.terminate_model(name)
+
+
+def test_adding_an_adapter_to_a_running_model_says_llamacpp_cannot(server: ServerProcess, adapter: Path) -> None:
+    response = server.http.post("/v1/models/tiny/adapters", json={"lora_name": "more", "local_path": str(adapter)})
+    assert response.status_code == 400
+    assert "cannot add or remove LoRA adapters on a running model" in response.json()["error"]["message"]
+    assert [a["name"] for a in server.http.get("/v1/models/tiny").json()["adapters"]] == ["shout"]

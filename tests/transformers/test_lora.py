@@ -136,3 +136,24 @@ def test_memory_estimate_counts_the_adapters(server: ServerProcess, qwen3_path: 
     with_adapter = weights(peft_model_config={"lora_list": [{"lora_name": "a", "local_path": str(adapter)}]})
     tensors = tl.lora_weights(tl._shape({}), 4, tl.TARGETS, 1)
     assert with_adapter - weights() == sum(a.nbytes + b.nbytes for a, b in tensors.values())
+
+
+def test_adding_and_removing_an_adapter_on_the_running_model(server: ServerProcess) -> None:
+    merged = complete(server, "merged")
+    again = {"lora_name": "again", "local_path": str(tl.peft_adapter("qwen3-tiny"))}
+    response = server.http.post("/v1/models/tiny/adapters", json=again)
+    assert response.status_code == 200, response.text
+    assert complete(server, "again") == merged
+    assert server.http.get("/v1/models").json()["data"][-1]["id"] == "again"
+    assert server.http.post("/v1/models/tiny/adapters", json=again).status_code == 409
+
+    wrong = {"lora_name": "narrow", "local_path": str(tl.peft_adapter("qwen3-tiny", hidden=128))}
+    response = server.http.post("/v1/models/tiny/adapters", json=wrong)
+    assert response.status_code == 400 and "does not fit" in response.json()["error"]["message"]
+
+    assert server.http.delete("/v1/models/tiny/adapters/again").status_code == 200
+    response = server.http.post("/v1/completions", json={"model": "again", "prompt": "hi", "max_tokens": 2})
+    assert response.status_code == 404
+    assert server.http.delete("/v1/models/tiny/adapters/again").status_code == 404
+    assert complete(server, "shout") == merged  # the others are untouched
+    assert [a["name"] for a in server.http.get("/v1/models/tiny").json()["adapters"]] == ["shout", "calm"]

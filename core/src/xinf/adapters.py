@@ -16,13 +16,14 @@ base model.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from xinf.errors import InvalidRequest, NotFound
+from xinf.errors import Conflict, InvalidRequest, LaunchError, NotFound
 from xinf.types import LoraAdapter, ModelSpec
 
 if TYPE_CHECKING:
@@ -190,3 +191,59 @@ def listed(manager: ModelManager) -> list[dict[str, Any]]:
                 }
             )
     return out
+
+
+# ---------------------------------------------------------------- on a running model
+
+
+async def add(manager: ModelManager, uid: str, item: Any) -> LoraAdapter:
+    """Load one more adapter (a ``lora_list`` item) into every replica of a ready model."""
+    model = _ready(manager, uid)
+    adapter = _item(item, "adapter")
+    if any(a.name == adapter.name for a in model.spec.adapters):
+        raise Conflict(f"model {uid!r} already has an adapter {adapter.name!r}", param="lora_name")
+    check_uid(uid, [adapter])
+    # The engine's own checks, as at launch: can it take this adapter, and does it fit the model?
+    trial = msgspec.structs.replace(model.spec, adapters=[*model.spec.adapters, adapter])
+    hardware = await asyncio.to_thread(manager.hardware)
+    match = manager.plugins.hook(model.engine, "match_model")(spec=trial, hardware=hardware)
+    if match is not None and match.score <= 0 and not match.explicit_only:
+        raise InvalidRequest(f"{model.engine}: {match.reason}", param="local_path")
+    if manager.plugins.has_hook(model.engine, "estimate_vram"):
+        try:
+            manager.plugins.hook(model.engine, "estimate_vram")(spec=trial, options=model.options, devices=[])
+        except LaunchError as exc:
+            raise InvalidRequest(exc.message, param="local_path") from None
+    await _each_replica(model, [adapter], [])
+    model.spec.adapters.append(adapter)  # replicas started from now on load it too
+    return adapter
+
+
+async def remove(manager: ModelManager, uid: str, name: str) -> None:
+    """Drop an adapter from every replica of a ready model."""
+    model = _ready(manager, uid)
+    if not any(a.name == name for a in model.spec.adapters):
+        have = ", ".join(a.name for a in model.spec.adapters) or "none"
+        raise NotFound(f"model {uid!r} has no adapter {name!r} (its adapters: {have})", code="adapter_not_found")
+    await _each_replica(model, [], [name])
+    model.spec.adapters[:] = [a for a in model.spec.adapters if a.name != name]
+
+
+def _ready(manager: ModelManager, uid: str) -> RunningModel:
+    model = manager.get(uid)
+    if model.status != "ready":
+        raise Conflict(f"model {uid!r} is {model.status}; adapters change once it is ready")
+    return model
+
+
+async def _each_replica(model: RunningModel, add: list[LoraAdapter], remove: list[str]) -> None:
+    """The change on every running replica, or on none: those that made it are undone when one fails."""
+    replicas = [r for r in model.replicas if r.ready]
+    results = await asyncio.gather(*(r.update_adapters(add, remove) for r in replicas), return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if not failures:
+        return
+    done = [r for r, result in zip(replicas, results) if not isinstance(result, BaseException)]
+    if add:
+        await asyncio.gather(*(r.update_adapters([], [a.name for a in add]) for r in done), return_exceptions=True)
+    raise failures[0]

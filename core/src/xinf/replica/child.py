@@ -21,7 +21,7 @@ import traceback
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
-from xinf.errors import LaunchError, XinfError
+from xinf.errors import InvalidRequest, LaunchError, XinfError
 from xinf.plugins import PluginHost
 from xinf.reasoning import ReasoningSplitter
 from xinf.replica import protocol as p
@@ -71,6 +71,8 @@ class Replica:
         self.generate_fn: Callable[..., Any] | None = None
         self.embed_fn: Callable[..., Any] | None = None
         self.unload_fn: Callable[..., Any] | None = None
+        self.adapters_fn: Callable[..., Any] | None = None
+        self.engine = ""
 
     def send(self, frame: p.Frame) -> None:
         self.outlet.send(frame)
@@ -92,6 +94,9 @@ class Replica:
             self.embed_fn = host.hook(launch.engine, "embed")
         if host.has_hook(launch.engine, "unload"):
             self.unload_fn = host.hook(launch.engine, "unload")
+        if host.has_hook(launch.engine, "update_adapters"):
+            self.adapters_fn = host.hook(launch.engine, "update_adapters")
+        self.engine = launch.engine
 
     # ------------------------------------------------------------ requests
 
@@ -102,6 +107,24 @@ class Replica:
         rid = frame.id
         self.tasks[rid] = task
         task.add_done_callback(lambda _task: self.tasks.pop(rid, None))
+
+    def submit_adapters(self, frame: p.Adapters) -> None:
+        """Change the model's LoRA adapters in a task of its own; ``Pong`` says it is done."""
+        task = asyncio.get_running_loop().create_task(self.guard(frame.id, self.update_adapters(frame)))
+        self.tasks[frame.id] = task
+        task.add_done_callback(lambda _task: self.tasks.pop(frame.id, None))
+
+    async def update_adapters(self, frame: p.Adapters) -> None:
+        if self.adapters_fn is None:
+            raise InvalidRequest(
+                f"the {self.engine} engine cannot add or remove LoRA adapters on a running model; "
+                "launch it again with the adapters wanted",
+                param="model",
+            )
+        result = self.adapters_fn(model=self.model, add=frame.add, remove=frame.remove)
+        if inspect.isawaitable(result):
+            await result
+        self.send(p.Pong(id=frame.id))
 
     def cancel(self, rid: int) -> None:
         task = self.tasks.get(rid)
@@ -226,6 +249,8 @@ async def serve_stream(reader: asyncio.StreamReader, outlet: Outlet) -> int:
             replica.cancel(frame.id)
         elif isinstance(frame, p.Ping):
             replica.send(p.Pong(id=frame.id))
+        elif isinstance(frame, p.Adapters):
+            replica.submit_adapters(frame)
         elif isinstance(frame, p.Shutdown):
             break
     await replica.shutdown()

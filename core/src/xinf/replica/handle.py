@@ -23,7 +23,7 @@ import msgspec
 
 from xinf import errors
 from xinf.replica import protocol as p
-from xinf.types import Chunk, EmbedRequest, EmbedResult, GenerateRequest
+from xinf.types import Chunk, EmbedRequest, EmbedResult, GenerateRequest, LoraAdapter
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +339,7 @@ class ReplicaHandle:
                 except ReplicaDied:
                     pass
 
-    async def _round_trip(self, frame: p.Embed | p.Ping, timeout: float | None = None) -> Any:
+    async def _round_trip(self, frame: p.Embed | p.Ping | p.Adapters, timeout: float | None = None) -> Any:
         """Send a frame that has exactly one reply (an embedding, a pong) and wait for that reply."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
@@ -347,10 +347,10 @@ class ReplicaHandle:
         request = type(frame) is p.Embed  # pings do not make a replica look busy
         self.inflight += request
         try:
-            if request:
-                self._send(frame)
-            else:
+            if type(frame) is p.Ping:
                 self._send_control(frame)
+            else:
+                self._send(frame)
             result = await asyncio.wait_for(waiter, timeout)
         finally:
             self.waiters.pop(frame.id, None)
@@ -364,6 +364,10 @@ class ReplicaHandle:
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         frame = await self._round_trip(p.Embed(id=next(self.ids), request=request))
         return frame.result  # type: ignore[no-any-return]
+
+    async def update_adapters(self, add: list[LoraAdapter], remove: list[str]) -> None:
+        """Add and remove LoRA adapters in this replica (the engine's ``update_adapters`` hook)."""
+        await self._round_trip(p.Adapters(id=next(self.ids), add=add, remove=remove))
 
     async def ping(self, timeout: float) -> None:
         await self._round_trip(p.Ping(id=next(self.ids)), timeout)

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from xinf.types import Chunk, EmbedRequest, EmbedResult, GenerateRequest, ModelSpec, Placement
+from xinf.types import Chunk, EmbedRequest, EmbedResult, GenerateRequest, LoraAdapter, ModelSpec, Placement
 
 HEADER = struct.Struct(">I")
 MAX_FRAME = 256 << 20
@@ -57,6 +57,14 @@ class Shutdown(Frame):
     pass
 
 
+class Adapters(Frame):
+    """Add and remove LoRA adapters on a running model; answered by ``Pong`` or ``Fail``."""
+
+    id: int
+    add: list[LoraAdapter]
+    remove: list[str]
+
+
 # replica -> server
 
 
@@ -89,7 +97,7 @@ class Pong(Frame):
     id: int
 
 
-AnyFrame = Launch | Generate | Embed | Cancel | Ping | Shutdown | Hello | Out | Done | Fail | Embedded | Pong
+AnyFrame = Launch | Generate | Embed | Cancel | Ping | Shutdown | Hello | Out | Done | Fail | Embedded | Pong | Adapters
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[AnyFrame] = msgspec.msgpack.Decoder(AnyFrame)

@@ -24,6 +24,7 @@ from xinf.errors import LaunchError
 from xinf.types import LoraAdapter
 
 CONFIG = "adapter_config.json"
+EXCLUSIVE = "\0exclusive"  # a waiter's key no adapter name can take
 
 
 def not_peft(adapters: list[LoraAdapter]) -> str | None:
@@ -125,24 +126,37 @@ class Adapters:
     """The adapters loaded into one model; ``activate`` switches between them (None: the base model)."""
 
     def __init__(self, model: Any, adapters: list[LoraAdapter]):
+        self.peft: Any = None
+        self.model = model
+        for adapter in adapters:
+            self.load(adapter)
+        self.active: str | None = ""  # unknown: the first activate() sets it
+        self.activate(None)
+
+    def load(self, adapter: LoraAdapter) -> None:
         from peft import PeftModel
 
-        self.names = [a.name for a in adapters]
-        self.peft: Any = None
-        for adapter in adapters:
-            try:
-                if self.peft is None:
-                    self.peft = PeftModel.from_pretrained(model, adapter.path, adapter_name=adapter.name)
-                else:
-                    self.peft.load_adapter(adapter.path, adapter_name=adapter.name)
-            except (ValueError, RuntimeError, KeyError, OSError) as exc:
-                raise LaunchError(
-                    f"LoRA adapter {adapter.name!r} ({adapter.path}) does not fit the model: {_first_lines(exc)}",
-                    param="peft_model_config",
-                ) from None
-            if adapter.scale != 1.0:
-                self.scale(adapter.name, adapter.scale)
-        self.active: str | None = ""  # unknown: the first activate() sets it
+        try:
+            if self.peft is None:
+                self.peft = PeftModel.from_pretrained(self.model, adapter.path, adapter_name=adapter.name)
+            else:
+                self.peft.load_adapter(adapter.path, adapter_name=adapter.name)
+        except (ValueError, RuntimeError, KeyError, OSError) as exc:
+            raise LaunchError(
+                f"LoRA adapter {adapter.name!r} ({adapter.path}) does not fit the model: {_first_lines(exc)}",
+                param="peft_model_config",
+            ) from None
+        if adapter.scale != 1.0:
+            self.scale(adapter.name, adapter.scale)
+
+    def change(self, add: list[LoraAdapter], remove: list[str]) -> None:
+        """Load and delete adapters; call only while no request runs (``AdapterGate.exclusive``)."""
+        self.activate(None)
+        for name in remove:
+            self.peft.delete_adapter(name)
+        for adapter in add:
+            self.load(adapter)
+        self.active = ""  # peft may have switched its own active adapter: set ours again
         self.activate(None)
 
     def scale(self, name: str, scale: float) -> None:
@@ -176,6 +190,7 @@ class AdapterGate:
         self.adapters = adapters
         self.running = 0
         self.waiting: dict[str | None, int] = {}
+        self.locked = False  # held by exclusive(): no request enters
         self._changed: asyncio.Condition | None = None
 
     @property
@@ -185,6 +200,8 @@ class AdapterGate:
         return self._changed
 
     def _may_enter(self, name: str | None) -> bool:
+        if self.locked:
+            return False
         if self.running == 0:
             return True
         others = any(count for other, count in self.waiting.items() if other != name)
@@ -200,6 +217,22 @@ class AdapterGate:
                 self.changed.notify_all()  # one waiter fewer: the active adapter may take more
             self.adapters.activate(name)  # a no-op unless the batch is empty
             self.running += 1
+
+    async def exclusive(self, work: Any) -> None:
+        """Run ``work()`` (in a thread) once the batch is empty, admitting no request meanwhile."""
+        async with self.changed:
+            self.waiting[EXCLUSIVE] = self.waiting.get(EXCLUSIVE, 0) + 1  # the active adapter takes no more
+            try:
+                await self.changed.wait_for(lambda: self.running == 0 and not self.locked)
+            finally:
+                self.waiting[EXCLUSIVE] -= 1
+            self.locked = True
+        try:
+            await asyncio.to_thread(work)
+        finally:
+            async with self.changed:
+                self.locked = False
+                self.changed.notify_all()
 
     async def leave(self) -> None:
         async with self.changed:

@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from xinf import hookimpl
 from xinf.errors import InvalidRequest, LaunchError
 from xinf.prompts import encode_prompt
@@ -26,6 +28,7 @@ from xinf.types import (
     EngineMatch,
     GenerateRequest,
     Hardware,
+    LoraAdapter,
     MemoryEstimate,
     ModelSpec,
     Placement,
@@ -280,3 +283,18 @@ def unload(model: Any) -> None:
     closer = getattr(getattr(model, "runner", model), "close", None)
     if closer is not None:
         closer()
+
+
+@hookimpl
+async def update_adapters(model: Any, add: list[LoraAdapter], remove: list[str]) -> None:
+    if not isinstance(model, ChatModel) or model.gate is None:
+        raise InvalidRequest(
+            "this model was launched without LoRA adapters; launch it with peft_model_config to change them later",
+            param="model",
+        )
+    spec = msgspec.structs.replace(model.spec, adapters=add)
+    reason = _adapters_reason(spec) if add else None
+    if reason:
+        raise InvalidRequest(reason, param="local_path")
+    gate = model.gate
+    await gate.exclusive(lambda: gate.adapters.change(add, remove))

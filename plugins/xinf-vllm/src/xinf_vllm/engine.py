@@ -46,6 +46,7 @@ class VllmModel:
         # The model's generation_config.json defaults, as vLLM's own server applies them.
         self.defaults: dict[str, Any] = engine.model_config.get_diff_sampling_param()
         self.defaults.pop("max_tokens", None)
+        self.loras: dict[str, Any] = lora.requests(spec.adapters) if spec.adapters else {}  # LoRARequest by name
 
 
 def prepare_environment() -> None:
@@ -248,7 +249,7 @@ async def generate(model: VllmModel, request: GenerateRequest) -> AsyncIterator[
         raise InvalidRequest(f"cannot render the prompt: {exc}", param="messages") from None
     prompt_tokens = len(prompt["prompt_token_ids"])
     params = sampling_params(model, request, prompt_tokens)
-    adapter = lora.request(model.spec.adapters, request.adapter)  # vLLM batches adapters side by side
+    adapter = model.loras.get(request.adapter) if request.adapter else None  # vLLM batches adapters side by side
     stream = model.engine.generate(prompt, params, f"xinf-{uuid.uuid4().hex}", lora_request=adapter)
     completion_tokens = 0
     try:

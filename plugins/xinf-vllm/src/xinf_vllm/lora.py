@@ -78,13 +78,44 @@ def slot_bytes(config: dict[str, Any], max_loras: int, max_lora_rank: int, dtype
     return max_loras * max_lora_rank * dtype_bytes * per_layer * layers
 
 
-def request(adapters: list[LoraAdapter], name: str | None) -> Any:
-    """The ``LoRARequest`` for adapter ``name`` (None: the base model, no request)."""
-    if name is None:
-        return None
+def requests(adapters: list[LoraAdapter], first_id: int = 1) -> dict[str, Any]:
+    """A ``LoRARequest`` per adapter, by name; vLLM tells adapters apart by their ids, which never change."""
     from vllm.lora.request import LoRARequest
 
-    for i, adapter in enumerate(adapters):
-        if adapter.name == name:
-            return LoRARequest(lora_name=adapter.name, lora_int_id=i + 1, lora_path=adapter.path)
-    return None
+    return {
+        a.name: LoRARequest(lora_name=a.name, lora_int_id=first_id + i, lora_path=a.path)
+        for i, a in enumerate(adapters)
+    }
+
+
+async def update(model: Any, add: list[LoraAdapter], remove: list[str]) -> None:
+    """Add and remove adapters on a running engine (``update_adapters``)."""
+    from xinf.errors import InvalidRequest
+
+    if model.engine.vllm_config.lora_config is None:
+        raise InvalidRequest(
+            "this model was launched without LoRA adapters (vLLM's enable_lora is off); "
+            "launch it with peft_model_config to change them later",
+            param="model",
+        )
+    reason = not_peft(add)
+    if reason:
+        raise InvalidRequest(reason, param="local_path")
+    limit = model.engine.vllm_config.lora_config.max_lora_rank
+    for adapter in add:
+        if rank(adapter) > limit:
+            raise InvalidRequest(
+                f"adapter {adapter.name!r} has rank {rank(adapter)}, more than this launch's max_lora_rank={limit}",
+                param="local_path",
+            )
+    for name in remove:
+        old = model.loras.pop(name, None)
+        if old is not None:
+            await model.engine.remove_lora(old.lora_int_id)
+    first = max((r.lora_int_id for r in model.loras.values()), default=0) + 1
+    for name, fresh in requests(add, first).items():
+        try:
+            await model.engine.add_lora(fresh)
+        except Exception as exc:
+            raise InvalidRequest(f"vLLM could not load adapter {name!r}: {type(exc).__name__}: {exc}") from None
+        model.loras[name] = fresh
