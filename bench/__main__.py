@@ -11,8 +11,11 @@ Sections (default: all four, in this order):
   load        aiperf (a standard load tool, .venv-aiperf) against xinf and against the
               engine's own OpenAI server
 
-Also: ``python -m bench overhead`` (the server's own cost, with the test engine)
-and ``python -m bench mlx`` (the MLX engine); ``--help`` after either for theirs.
+Also: ``python -m bench overhead`` (the server's own cost, with the test engine),
+``python -m bench mlx`` (the MLX engine), ``python -m bench cpu`` (CPU replicas
+with placed cores against unplaced), ``python -m bench routing`` (prefix routing
+against least-busy) and ``python -m bench types`` (rerank, speech and image
+models); ``--help`` after any of them for theirs.
 
 Engines: llama.cpp (a generated GGUF), transformers and vLLM (the CPU build, in
 .venv-vllm: each engine's part runs with the interpreter that has it), on the
@@ -181,7 +184,7 @@ def report_load(results: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if argv and argv[0] in ("overhead", "mlx"):
+    if argv and argv[0] in ("overhead", "mlx", "cpu", "routing", "types"):
         return int(__import__(f"bench.{argv[0]}", fromlist=["main"]).main(argv[1:]))
     if argv and argv[0].startswith("_"):
         return internal(argv)

@@ -11,6 +11,9 @@ the text these models write is gibberish, so tests never assert on it.
   qwen3 one carries a Qwen3-style template that honours ``enable_thinking``.
 - GGUF files (llama architecture, the same tokenizer as gpt2-style BPE, a
   ChatML template), F16 or Q8_0 (see ``tinymodels_gguf``).
+- Embedding models (``embed-<preset>``): a qwen3 directory plus the
+  sentence-transformers files (last-token pooling, normalized), as
+  Qwen3-Embedding ships them.
 
 The tokenizer and the chat templates live in ``tinymodels_tokenizer``.
 
@@ -19,6 +22,7 @@ Use from tests::
     import tinymodels
     path = tinymodels.ensure("qwen3-tiny")             # an HF directory
     gguf = tinymodels.ensure("gguf-tiny")              # a .gguf file
+    embed = tinymodels.ensure("embed-tiny")            # an embedding model directory
     big = tinymodels.ensure("llama-100m", layers=6)    # preset with shape overrides
 
 or from the shell: ``python tools/tinymodels.py qwen3-tiny --layers 2``.
@@ -87,6 +91,34 @@ PRESETS = {
     "100m": Shape(layers=12, hidden=768, heads=12, kv_heads=4, intermediate=2816),
     # ~138M parameters: about 150 MB as a Q8_0 GGUF (the llama.cpp benchmark).
     "150mb": Shape(layers=12, hidden=1024, heads=16, kv_heads=4, intermediate=2816),
+    # Llama-3.2-1B's shape (1.24B parameters, 128k vocabulary, tied embeddings): the GPU checks.
+    "1b": Shape(
+        layers=16,
+        hidden=2048,
+        heads=32,
+        kv_heads=8,
+        intermediate=8192,
+        head_dim=64,
+        vocab_size=128256,
+        context=131072,
+        tie_embeddings=True,
+        rope_theta=500000.0,
+        rms_norm_eps=1e-5,
+    ),
+    # Llama-3.2-3B's shape (3.21B parameters): the llama.cpp GPU check's partial offload.
+    "3b": Shape(
+        layers=28,
+        hidden=3072,
+        heads=24,
+        kv_heads=8,
+        intermediate=8192,
+        head_dim=128,
+        vocab_size=128256,
+        context=131072,
+        tie_embeddings=True,
+        rope_theta=500000.0,
+        rms_norm_eps=1e-5,
+    ),
 }
 
 
@@ -261,6 +293,26 @@ def write_hf(path: Path, arch: str, shape: Shape, dtype: str = "bfloat16", seed:
     return path
 
 
+def write_embedding(path: Path, shape: Shape, dtype: str = "bfloat16", seed: int = 0) -> Path:
+    """A qwen3 directory that sentence-transformers (and xinf) load as an embedding model."""
+    write_hf(path, "qwen3", shape, dtype=dtype, seed=seed)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]
+    pooling = {"word_embedding_dimension": shape.hidden, "pooling_mode_lasttoken": True, "include_prompt": True}
+    (path / "1_Pooling").mkdir(exist_ok=True)
+    (path / "2_Normalize").mkdir(exist_ok=True)
+    for name, data in (
+        ("modules.json", modules),
+        ("1_Pooling/config.json", pooling),
+        ("sentence_bert_config.json", {"max_seq_length": min(shape.context, 8192), "do_lower_case": False}),
+    ):
+        (path / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
 # ------------------------------------------------------------------------------------------ cache
 
 
@@ -269,11 +321,11 @@ def cache_dir() -> Path:
 
 
 def parse_name(name: str, **overrides: Any) -> dict[str, Any]:
-    """``<arch>-<preset>`` (an HF directory) or ``gguf-<preset>`` (a .gguf file) -> build parameters."""
+    """``<arch>-<preset>`` (an HF directory), ``gguf-<preset>`` (a .gguf file) or ``embed-<preset>``."""
     kind, _, preset = name.partition("-")
-    if kind not in (*ARCHS, "gguf") or preset not in PRESETS:
+    if kind not in (*ARCHS, "gguf", "embed") or preset not in PRESETS:
         raise ValueError(
-            f"unknown model {name!r}: use <arch>-<preset> or gguf-<preset>, "
+            f"unknown model {name!r}: use <arch>-<preset>, gguf-<preset> or embed-<preset>, "
             f"arch in {', '.join(ARCHS)}, preset in {', '.join(PRESETS)}"
         )
     fields = {f.name for f in dataclasses.fields(Shape)}
@@ -313,7 +365,7 @@ def ensure(name: str, **overrides: Any) -> Path:
             write_gguf(tmp / "model.gguf", build["shape"], ftype=build["ftype"], seed=build["seed"])
             os.replace(tmp / "model.gguf", final)  # atomic; a concurrent winner is simply overwritten
         else:
-            write_hf(tmp, build["kind"], build["shape"], dtype=build["dtype"], seed=build["seed"])
+            write_dir(tmp, build)
             tmp.chmod(0o755)  # mkdtemp makes it private
             try:
                 os.rename(tmp, final)
@@ -325,9 +377,16 @@ def ensure(name: str, **overrides: Any) -> Path:
     return final
 
 
+def write_dir(path: Path, build: dict[str, Any]) -> Path:
+    """An HF directory (or an embedding model's) for ``build`` (from ``parse_name``)."""
+    if build["kind"] == "embed":
+        return write_embedding(path, build["shape"], dtype=build["dtype"], seed=build["seed"])
+    return write_hf(path, build["kind"], build["shape"], dtype=build["dtype"], seed=build["seed"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build (or find cached) tiny random-weight test models.")
-    parser.add_argument("name", help="<arch>-<preset> or gguf-<preset>, e.g. qwen3-tiny, gguf-150mb")
+    parser.add_argument("name", help="<arch>-<preset>, gguf-<preset> or embed-<preset>, e.g. qwen3-tiny, gguf-1b")
     parser.add_argument("--out", type=Path, help="write here instead of the cache")
     for field in dataclasses.fields(Shape):
         kind = {"bool": lambda v: v.lower() in ("1", "true", "yes"), "float": float}.get(str(field.type), int)
@@ -346,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
 
         write_gguf(args.out, build["shape"], ftype=build["ftype"], seed=build["seed"])
     else:
-        write_hf(args.out, build["kind"], build["shape"], dtype=build["dtype"], seed=build["seed"])
+        write_dir(args.out, build)
     print(args.out)
     return 0
 

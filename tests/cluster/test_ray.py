@@ -21,6 +21,7 @@ from typing import Any
 import openai
 import pytest
 
+from xinf.cores import ranges
 from xinf.testing.server import ServerProcess, free_port
 from xinf.testing.wait import wait_for
 
@@ -143,6 +144,10 @@ def test_replicas_spread_over_nodes_with_their_devices_and_env(three: Setup, cli
         )  # fmt: skip
         nodes = [r["node"] for r in replicas(server, "cpu")]
         assert set(nodes) - {head}, "a CPU replica went to another node"
+        for r in replicas(server, "cpu"):  # each node's cores placed apart; actors pin themselves like processes
+            assert r["cores"] and r["threads"] == len(r["cores"])
+            status = Path(f"/proc/{r['pid']}/status").read_text()
+            assert f"Cpus_allowed_list:\t{ranges(r['cpus'])}\n" in status
         answers = {
             client.chat.completions.create(model="cpu", messages=HELLO, max_tokens=50).choices[0].message.content
             for _ in range(3)

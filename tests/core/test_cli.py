@@ -22,8 +22,10 @@ def test_launch_list_terminate(server: ServerProcess) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "chat is ready: xinf-test-chat (test) on test, 2 replica(s)"
     table = xinf("list", endpoint=server.url).stdout.splitlines()
-    assert table[0].split() == ["UID", "NAME", "ENGINE", "FORMAT", "SIZE(B)", "QUANT", "REPLICAS", "STATUS"]
-    assert table[1].split() == ["chat", "xinf-test-chat", "test", "test", "-", "none", "2/2", "ready"]
+    assert table[0].split() == ["UID", "NAME", "ENGINE", "FORMAT", "SIZE(B)", "QUANT", "REPLICAS", "CORES", "STATUS"]
+    row = table[1].split()
+    assert row[:7] + row[-1:] == ["chat", "xinf-test-chat", "test", "test", "-", "none", "2/2", "ready"]
+    assert row[8] == "|"  # CORES: one set per replica, "0 | 1" on two cores
     listed = json.loads(xinf("list", "--json", endpoint=server.url).stdout)
     assert [m["id"] for m in listed] == ["chat"]
     assert xinf("terminate", "chat", endpoint=server.url).stdout.strip() == "terminated chat"

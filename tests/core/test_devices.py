@@ -70,7 +70,17 @@ def test_dry_run_prints_the_plan_and_starts_nothing(gpu_server: ServerProcess) -
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == "xinf-test-chat: xinf-test-chat (test none) on test; nothing started"
-    assert lines[1].split() == ["REPLICA", "DEVICES", "RESERVED", "GPU", "LAYERS", "ESTIMATE"]
+    assert lines[1].split() == [
+        "REPLICA",
+        "DEVICES",
+        "RESERVED",
+        "GPU",
+        "LAYERS",
+        "HOST",
+        "MEMORY",
+        "CORES",
+        "ESTIMATE",
+    ]
     assert [line.split()[:3] for line in lines[2:]] == [["0", "GPU", "0"], ["1", "GPU", "1"], ["2", "GPU", "0"]]
     assert gpu_server.http.get("/v1/models").json()["data"] == []
     assert gpu_server.http.get("/v1/cluster/devices").json()["devices"][0]["reserved"] == 0

@@ -94,9 +94,10 @@ def test_bad_input_is_400_with_openai_error(chat_server: ServerProcess, body: di
 
 
 def test_malformed_json_and_unknown_model(chat_server: ServerProcess) -> None:
-    response = chat_server.http.post("/v1/chat/completions", content=b"{not json")
+    as_json = {"content-type": "application/json"}  # without it: 415 (tests/security/test_trust.py)
+    response = chat_server.http.post("/v1/chat/completions", content=b"{not json", headers=as_json)
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
-    response = chat_server.http.post("/v1/chat/completions", content=b"\xff\xfe")
+    response = chat_server.http.post("/v1/chat/completions", content=b"\xff\xfe", headers=as_json)
     assert response.status_code == 400
     client = chat_server.openai()
     with pytest.raises(openai.NotFoundError) as info:

@@ -44,7 +44,7 @@ def test_persisted_registration_survives_a_new_registry(tmp_path: Path) -> None:
     assert again.get("my-llama").specs[0].path == "/models/x.gguf"
     assert not again.get("my-llama").builtin
     again.unregister("my-llama")
-    assert "my-llama" not in {f.name for f in Registry(tmp_path).list()}
+    assert "my-llama" not in {f.name for f in Registry(tmp_path).list_families()}
 
 
 def test_unpersisted_registration_is_forgotten(tmp_path: Path) -> None:

@@ -219,3 +219,35 @@ def test_same_seed_same_sample(server: ServerProcess, client: openai.OpenAI, smo
     first = sample(7)
     assert sample(7) == first
     assert any(sample(seed) != first for seed in (8, 9, 10))
+
+
+def test_models_advertise_the_context_one_request_gets(server: ServerProcess, smol: str) -> None:
+    model = server.http.get(f"/v1/models/{smol}").json()
+    assert model["context_length"] == SMALL["n_ctx"] // SMALL["n_parallel"]  # n_ctx is shared by the slots
+    listed = {m["id"]: m for m in server.http.get("/v1/models").json()["data"]}
+    assert listed[smol]["context_length"] == 512
+
+
+def test_cached_prompt_tokens_are_reported(client: openai.OpenAI, smol: str) -> None:
+    replies = [client.chat.completions.create(model=smol, messages=PARIS, max_tokens=1) for _ in range(3)]
+    cached = [r.usage.prompt_tokens_details.cached_tokens for r in replies]
+    assert cached[0] >= 0 and max(cached[1:]) > 0  # two replicas: the third request meets its replica's cache again
+
+
+def test_token_id_prompts_logit_bias_and_echo(client: openai.OpenAI, smol: str) -> None:
+    text = client.completions.create(model=smol, prompt="The capital of France is", max_tokens=3, temperature=0)
+    ids = client.completions.create(model=smol, prompt=[504, 3575, 282, 4649, 314], max_tokens=3, temperature=0)
+    assert ids.usage.prompt_tokens == 5 and ids.choices[0].text == text.choices[0].text
+    forced = client.completions.create(
+        model=smol, prompt="The capital of France is", max_tokens=3, temperature=0, logit_bias={"28": 100}
+    )
+    assert len(set(forced.choices[0].text)) == 1 and forced.choices[0].text != text.choices[0].text
+    for bias, named in (({"999999": 5}, "999999"), ({"abc": 5}, "abc")):
+        with pytest.raises(openai.BadRequestError) as info:
+            client.completions.create(model=smol, prompt="hi", max_tokens=2, logit_bias=bias)
+        assert info.value.body["param"] == "logit_bias" and named in info.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.completions.create(model=smol, prompt="hi", max_tokens=2, echo=True, logprobs=1)
+    assert info.value.body["param"] == "echo"
+    echoed = client.completions.create(model=smol, prompt="Hello", max_tokens=2, echo=True)
+    assert echoed.choices[0].text.startswith("Hello")

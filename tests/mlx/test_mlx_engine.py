@@ -270,3 +270,19 @@ def test_estimate_of_the_tiny_model_matches_its_file(mlx_host: PluginHost, hf_di
     assert 0 < got.weights - 2 * params < 64 * 1024  # bf16 weights plus the safetensors header
     # 4 layers x 2 KV heads x 64 dims x K,V x 2 bytes = 2 KiB a token, 1024 tokens, 4 sequences
     assert got.kv_cache == 2048 * 1024 * 4
+
+
+def test_a_huge_context_is_a_host_figure_the_placement_refuses(mlx_dir: Path) -> None:
+    from xinf.placement import Ledger, plan
+    from xinf_mlx.plugin import estimate_vram
+
+    spec = ModelSpec(name="q", format="mlx", source=ModelSource(path=str(mlx_dir)))
+    options = {"context_length": 1_000_000_000}
+    est = estimate_vram(spec=spec, options=options, devices=[])
+    assert est is not None and est.host == est.total > 1 << 40
+    machine = Hardware(system="Linux", machine="x86_64", cpu_count=2, memory_total=1 << 36, memory_available=1 << 36)
+    with pytest.raises(LaunchError, match=r"TiB of host memory \(RAM\) on this machine"):
+        plan(
+            uid="q", replicas=1, hardware=machine, ledger=Ledger(), n_gpu=0, gpu_idx=None,
+            estimate=lambda devices: estimate_vram(spec=spec, options=options, devices=devices),
+        )  # fmt: skip

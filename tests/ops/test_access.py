@@ -226,7 +226,10 @@ def test_lying_content_length_is_refused_before_the_body_is_read(small_body_serv
 
 def test_chunked_upload_is_cut_off_at_the_limit(small_body_server: ServerProcess) -> None:
     # No Content-Length at all: the server counts while it reads and stops at the limit.
-    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
     piece = b"x" * 16384
     framed = b"%x\r\n" % len(piece) + piece + b"\r\n"
     answer, sent = raw_request(small_body_server.port, head, (framed for _ in range(4000)))

@@ -220,3 +220,24 @@ def test_xllamacpp_loads_generates_and_tokenizes_alike() -> None:
         assert reply["usage"]["prompt_tokens"] == len(tinymodels.train_tokenizer().encode(chat).ids)
     finally:
         del server
+
+
+@pytest.mark.parametrize(("preset", "low", "high"), [("1b", 1.2e9, 1.3e9), ("3b", 3.1e9, 3.3e9)])
+def test_gpu_presets_have_llama32_sizes(preset: str, low: float, high: float) -> None:
+    """The GPU checks' shapes (Llama-3.2-1B/3B): counted, never built here (gigabytes)."""
+    shape = tinymodels.PRESETS[preset]
+    vocab = shape.vocab_size or 0
+    count = sum(math.prod(dims) for _, dims in tinymodels.tensor_shapes("llama", shape, vocab))
+    assert low < count < high
+    assert shape.tie_embeddings and shape.context == 131072
+
+
+def test_embedding_model_is_served_as_embeddings(cache: Path) -> None:
+    from xinf.localmodel import spec_from_path
+
+    path = tinymodels.ensure("embed-tiny")
+    spec = spec_from_path(str(path), None, None, None)
+    assert spec.model_type == "embedding" and spec.abilities == ["embed"]
+    modules = json.loads((path / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[-1] for m in modules] == ["Transformer", "Pooling", "Normalize"]
+    assert json.loads((path / "1_Pooling" / "config.json").read_text())["pooling_mode_lasttoken"] is True

@@ -57,9 +57,23 @@ def test_concurrent_requests_get_their_own_vectors(embed_server: ServerProcess) 
     assert all(len(r.data) == 1 for r in together)
 
 
-def test_dimensions(embed_server: ServerProcess) -> None:
+def test_dimensions_only_for_models_trained_for_them(embed_server: ServerProcess) -> None:
     client = embed_server.openai()
-    reply = client.embeddings.create(model="all-MiniLM-L6-v2", input="hello", dimensions=64)
-    assert len(reply.data[0].embedding) == 64
-    with pytest.raises(openai.BadRequestError):
-        client.embeddings.create(model="all-MiniLM-L6-v2", input="hello", dimensions=1000)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.embeddings.create(model="all-MiniLM-L6-v2", input="hello", dimensions=64)
+    assert info.value.body["param"] == "dimensions"
+    assert "'all-MiniLM-L6-v2' does not make shortened vectors" in info.value.body["message"]
+
+
+def test_token_id_input(embed_server: ServerProcess) -> None:
+    client = embed_server.openai()
+    text = client.embeddings.create(model="all-MiniLM-L6-v2", input="hello").data[0].embedding
+    # [CLS] hello [SEP] in MiniLM's (BERT uncased) vocabulary; two inputs as token-id lists
+    reply = client.embeddings.create(model="all-MiniLM-L6-v2", input=[[101, 7592, 102], [101, 102]])
+    assert reply.usage.prompt_tokens == 5 and len(reply.data) == 2
+    assert cosine(reply.data[0].embedding, text) > 0.999
+    single = client.embeddings.create(model="all-MiniLM-L6-v2", input=[101, 7592, 102])
+    assert cosine(single.data[0].embedding, text) > 0.999
+    with pytest.raises(openai.BadRequestError) as info:
+        client.embeddings.create(model="all-MiniLM-L6-v2", input=[[101, 99999999]])
+    assert "99999999" in info.value.body["message"]

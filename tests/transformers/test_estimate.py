@@ -104,6 +104,14 @@ def test_kv_cache_tokens_option(tmp_path: Path) -> None:
     assert est.kv_cache == 57_344 * 10_000
 
 
+def test_embedding_models_have_no_kv_cache(tmp_path: Path) -> None:
+    spec = spec_for(tmp_path, QWEN25_7B, model_type="embedding", abilities=["embed"])
+    est = estimate_vram(spec=spec, options={"dtype": "bfloat16"}, devices=[gpu(0)])
+    assert est.kv_cache == 0
+    assert "no KV cache" in est.note
+    assert est.per_device == [est.weights + est.overhead]
+
+
 def test_exact_count_from_safetensors_headers(qwen3_path: Path) -> None:
     """With weights present, the parameters are counted from the file headers."""
     config = json.loads((qwen3_path / "config.json").read_text())
@@ -123,3 +131,19 @@ def test_bad_option_names_the_option(tmp_path: Path) -> None:
 def test_no_config_no_estimate(tmp_path: Path) -> None:
     spec = ModelSpec(name="m", format="pytorch", source=ModelSource(path=str(tmp_path)))
     assert estimate_vram(spec=spec, options={}, devices=[]) is None
+
+
+def test_a_huge_context_on_cpu_is_a_host_figure_the_placement_refuses(tmp_path: Path) -> None:
+    from xinf.engine import Hardware
+    from xinf.placement import Ledger, plan
+
+    spec = spec_for(tmp_path, QWEN25_7B)
+    options = {"context_length": 1_000_000_000}
+    est = estimate_vram(spec=spec, options=options, devices=[])
+    assert est.host == est.total > 1 << 50  # the whole replica lives in host memory on the CPU
+    machine = Hardware(system="Linux", machine="x86_64", cpu_count=2, memory_total=64 * GiB, memory_available=64 * GiB)
+    with pytest.raises(LaunchError, match=r"needs [0-9.]+ TiB of host memory \(RAM\) on this machine"):
+        plan(
+            uid="m", replicas=1, hardware=machine, ledger=Ledger(), n_gpu=0, gpu_idx=None,
+            estimate=lambda devices: estimate_vram(spec=spec, options=options, devices=devices),
+        )  # fmt: skip

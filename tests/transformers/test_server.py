@@ -172,3 +172,66 @@ def test_batching_off_by_env_reproduces_seeds(start_server: Any, qwen3_path: Pat
 
     assert sample(5) == sample(5)
     assert len({sample(s) for s in (1, 2, 3)}) > 1
+
+
+def test_echo_scores_the_prompt_with_logprobs(chat_server: ServerProcess) -> None:
+    """max_tokens 0 with echo and logprobs: the prompt's tokens, the first with a null logprob (evaluation tools)."""
+    client = chat_server.openai()
+    reply = client.completions.create(model="tiny", prompt="the sea is deep", max_tokens=0, echo=True, logprobs=2)
+    choice = reply.choices[0]
+    assert choice.text == "the sea is deep" and choice.finish_reason == "length"
+    lp = choice.logprobs
+    assert len(lp.tokens) == reply.usage.prompt_tokens and "".join(lp.tokens) == "the sea is deep"
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert all(v <= 0 for v in lp.token_logprobs[1:])
+    assert all(len(top) in (1, 2) for top in lp.top_logprobs[1:])  # two alternatives (one when the chosen is best)
+    assert reply.usage.completion_tokens == 0
+    ids = client.completions.create(model="tiny", prompt=[1, 2, 3], max_tokens=2, extra_body={"ignore_eos": True})
+    assert ids.usage.prompt_tokens == 3 and ids.usage.completion_tokens == 2
+
+
+def test_forced_tool_calls_and_json_responses_are_constrained(
+    tmp_path_factory: pytest.TempPathFactory, qwen3_path: Path
+) -> None:
+    """llguidance masks the random model's logits: its output is a valid call, or JSON matching the schema."""
+    pytest.importorskip("llguidance")
+    import json
+
+    with ServerProcess(tmp_path_factory.mktemp("constrained")) as server:
+        server.launch(model_name="qwen3", model_path=str(qwen3_path), model_uid="tiny", model_engine="transformers")
+        client = server.openai()
+        weather = {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string", "maxLength": 8}},
+                    "required": ["city"],
+                    "additionalProperties": False,
+                },
+            },
+        }
+        reply = client.chat.completions.create(
+            model="tiny", messages=MSGS, tools=[weather], tool_choice="required", max_tokens=60, temperature=0
+        )
+        choice = reply.choices[0]
+        assert choice.finish_reason == "tool_calls", choice
+        assert choice.message.tool_calls[0].function.name == "get_weather"
+        assert set(json.loads(choice.message.tool_calls[0].function.arguments)) == {"city"}
+        schema = {
+            "type": "object",
+            "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 9}},
+            "required": ["n"],
+            "additionalProperties": False,
+        }
+        fmt = {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}
+        answer = client.chat.completions.create(
+            model="tiny",
+            messages=MSGS,
+            response_format=fmt,
+            max_tokens=30,
+            temperature=0,
+            extra_body={"enable_thinking": False},
+        )
+        assert 0 <= json.loads(answer.choices[0].message.content)["n"] <= 9

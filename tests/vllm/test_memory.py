@@ -282,3 +282,9 @@ def test_a_fixed_kv_cache_size_replaces_the_share(tmp_path: Path) -> None:
     assert est is not None
     assert est.kv_cache == 4 * GiB
     assert est.per_device == [QWEN25_7B_WEIGHTS + 4 * GiB + CUDA_BASE + 9_732_096 + 155_189_248]
+
+
+def test_a_huge_context_on_the_cpu_build_is_a_host_figure(tmp_path: Path) -> None:
+    spec = spec_for(model_dir(tmp_path, QWEN25_7B))
+    est = estimate(spec, {"max_model_len": 1_000_000_000}, [], gpu_build=False)
+    assert est is not None and est.host == est.weights + est.kv_cache + est.overhead > 1 << 40

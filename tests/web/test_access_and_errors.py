@@ -106,7 +106,7 @@ def test_server_errors_are_shown_as_the_server_words_them(start_server, page: An
 
     # An unknown model: the engines' lookup and the launch both say what the server said.
     body = {"model_name": "no-such-model", "model_type": "LLM", "replica": 1, "n_gpu": "auto"}
-    lookup = server.http.get("/v1/engines/no-such-model").json()["error"]["message"]
+    lookup = server.http.get("/v1/engines", params={"model": "no-such-model"}).json()["error"]["message"]
     refused = server.http.post("/v1/models", json=body)
     assert refused.status_code == 404
     form.get_by_label("Model name").fill("no-such-model")
@@ -158,7 +158,7 @@ def test_download_progress_and_cancel(start_server, page: Any, shot) -> None:
         assert registered.status_code == 200, registered.text
 
         page.goto(server.url)
-        row = region(page, "Models").get_by_role("row").filter(has_text="tiny")
+        row = region(page, "Models").get_by_role("row").filter(has_text=re.compile(r"^tiny registered"))
         expect(row).to_contain_text("registered")
         row.get_by_role("button", name="Launch tiny…").click()
         form = region(page, "Launch a model")

@@ -10,11 +10,22 @@ from typing import Any
 
 import pytest
 
+from xinf.cores import ranges
 from xinf.testing.server import ServerProcess
 
 expect = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
 ).expect
+
+
+def size(n: float) -> str:
+    """Bytes as the page writes them (dom.js ``bytes``)."""
+    units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    i = 0
+    while n >= 1024 and i < len(units) - 1:
+        n /= 1024
+        i += 1
+    return f"{n:.{1 if i and n < 10 else 0}f} {units[i]}"
 
 
 def region(page: Any, name: str) -> Any:
@@ -109,8 +120,10 @@ def test_launch_chat_and_terminate_smollm2(start_server, page: Any, shot) -> Non
     running = region(page, "Running models")
     row = running.get_by_role("row").filter(has_text="smollm2-instruct")
     expect(row).to_contain_text("ggufv2 · 0.135B · Q4_1")
+    replica = described["replicas"][0]
     expect(row.get_by_role("list", name="Replicas of smollm2-instruct")).to_have_text(
-        f"#0 · ready · CPU · pid {described['replicas'][0]['pid']}"
+        f"#0 · ready · CPU · cores {ranges(replica['cores'])} (1 thread) · {size(replica['host_memory'])} RAM"
+        f" · pid {replica['pid']}"
     )
 
     # Ask a question: the answer streams in and shows exactly what the server sent.

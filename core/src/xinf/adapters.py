@@ -199,6 +199,7 @@ def listed(manager: ModelManager) -> list[dict[str, Any]]:
 async def add(manager: ModelManager, uid: str, item: Any) -> LoraAdapter:
     """Load one more adapter (a ``lora_list`` item) into every replica of a ready model."""
     model = _ready(manager, uid)
+    _can_change(manager, model)
     adapter = _item(item, "adapter")
     if any(a.name == adapter.name for a in model.spec.adapters):
         raise Conflict(f"model {uid!r} already has an adapter {adapter.name!r}", param="lora_name")
@@ -222,11 +223,21 @@ async def add(manager: ModelManager, uid: str, item: Any) -> LoraAdapter:
 async def remove(manager: ModelManager, uid: str, name: str) -> None:
     """Drop an adapter from every replica of a ready model."""
     model = _ready(manager, uid)
+    _can_change(manager, model)
     if not any(a.name == name for a in model.spec.adapters):
         have = ", ".join(a.name for a in model.spec.adapters) or "none"
         raise NotFound(f"model {uid!r} has no adapter {name!r} (its adapters: {have})", code="adapter_not_found")
     await _each_replica(model, [], [name])
     model.spec.adapters[:] = [a for a in model.spec.adapters if a.name != name]
+
+
+def _can_change(manager: ModelManager, model: RunningModel) -> None:
+    if not manager.plugins.has_hook(model.engine, "update_adapters"):
+        raise InvalidRequest(
+            f"the {model.engine} engine cannot add or remove LoRA adapters on a running model; "
+            "launch it again with the adapters wanted",
+            param="model",
+        )
 
 
 def _ready(manager: ModelManager, uid: str) -> RunningModel:
@@ -239,11 +250,20 @@ def _ready(manager: ModelManager, uid: str) -> RunningModel:
 async def _each_replica(model: RunningModel, add: list[LoraAdapter], remove: list[str]) -> None:
     """The change on every running replica, or on none: those that made it are undone when one fails."""
     replicas = [r for r in model.replicas if r.ready]
-    results = await asyncio.gather(*(r.update_adapters(add, remove) for r in replicas), return_exceptions=True)
+    wire = [msgspec.to_builtins(a) for a in add]  # the Call frame carries plain values; see as_adapters
+    results = await asyncio.gather(
+        *(r.call("update_adapters", add=wire, remove=remove) for r in replicas), return_exceptions=True
+    )
     failures = [r for r in results if isinstance(r, BaseException)]
     if not failures:
         return
     done = [r for r, result in zip(replicas, results) if not isinstance(result, BaseException)]
     if add:
-        await asyncio.gather(*(r.update_adapters([], [a.name for a in add]) for r in done), return_exceptions=True)
+        undo = [a.name for a in add]
+        await asyncio.gather(*(r.call("update_adapters", add=[], remove=undo) for r in done), return_exceptions=True)
     raise failures[0]
+
+
+def as_adapters(items: list[Any]) -> list[LoraAdapter]:
+    """``update_adapters``' ``add`` as ``LoraAdapter`` s (a replica receives them as plain maps)."""
+    return [a if isinstance(a, LoraAdapter) else msgspec.convert(a, LoraAdapter) for a in items]

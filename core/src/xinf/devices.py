@@ -7,6 +7,7 @@ import os
 import platform
 import re
 
+from xinf.cores import host_cores
 from xinf.types import Device, Hardware
 
 log = logging.getLogger(__name__)
@@ -74,15 +75,10 @@ def nvml_devices() -> list[Device]:
 
 
 def host_memory() -> tuple[int, int]:
-    """(total, available) system memory in bytes."""
-    try:
-        with open("/proc/meminfo") as f:
-            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f if line.strip()}
-        return info["MemTotal"], info.get("MemAvailable", info.get("MemFree", 0))
-    except (OSError, KeyError, ValueError, IndexError):
-        pages = os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
-        size = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 0
-        return pages * size, pages * size
+    """(total, available) system memory in bytes (``XINF_SIMULATED_HOST_MEMORY`` when set)."""
+    from xinf import hostmemory
+
+    return hostmemory.read()
 
 
 def inventory() -> Hardware:
@@ -90,10 +86,12 @@ def inventory() -> Hardware:
     simulated = os.environ.get("XINF_SIMULATED_GPUS")
     devices = simulated_devices(simulated) if simulated else nvml_devices()
     total, available = host_memory()
+    cores = host_cores()
     return Hardware(
         system=platform.system(),
         machine=platform.machine(),
-        cpu_count=os.cpu_count() or 1,
+        cpu_count=len(cores),
+        cores=cores,
         memory_total=total,
         memory_available=available,
         devices=devices,

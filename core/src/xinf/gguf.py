@@ -120,12 +120,25 @@ def _read_cached(path: str, size: int, mtime_ns: int) -> GGUFHeader:
             return _Parser(buf, path).parse()
 
 
+def read_tokens(path: str | os.PathLike[str]) -> list[str]:
+    """The vocabulary of a GGUF file (``tokenizer.ggml.tokens``), in token id order: a whole pass over the header."""
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        parser = _Parser(buf, os.fspath(path))
+        parser.keep = "tokenizer.ggml.tokens"
+        tokens = parser.parse().metadata.get(parser.keep)
+    if not isinstance(tokens, list):
+        raise GGUFError(f"{path} has no tokenizer.ggml.tokens")
+    return tokens
+
+
 class _Parser:
     def __init__(self, buf: mmap.mmap, path: str):
         self.buf = buf
         self.path = path
         self.pos = 0
         self.order = "<"
+        self.keep: str | None = None  # the one long array to decode rather than skip
+        self.keeping = False
 
     def parse(self) -> GGUFHeader:
         (magic,) = struct.unpack_from("<I", self.buf, 0)
@@ -143,6 +156,7 @@ class _Parser:
         header = GGUFHeader(path=self.path, version=version)
         for _ in range(n_kv):
             key = self.string()
+            self.keeping = key == self.keep
             header.metadata[key] = self.value(self.scalar("I"))
         for _ in range(n_tensors):
             name = self.string()
@@ -181,7 +195,7 @@ class _Parser:
         if vtype == _ARRAY:
             item_type = self.scalar("I")
             count = self.scalar("Q")
-            if count > _KEEP_ARRAY:
+            if count > _KEEP_ARRAY and not self.keeping:
                 self.skip_array(item_type, count)
                 return ArrayInfo(count)
             return [self.value(item_type) for _ in range(count)]

@@ -22,6 +22,16 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from xinf.operations import (
+        AudioChunk,
+        ImageRequest,
+        ImageResult,
+        RerankRequest,
+        RerankResult,
+        SpeechRequest,
+        TranscribeRequest,
+        TranscribeResult,
+    )
     from xinf.types import (
         Chunk,
         Device,
@@ -66,8 +76,11 @@ def estimate_vram(spec: ModelSpec, options: dict[str, Any], devices: list[Device
     model, before anything is loaded.  ``devices`` are the devices the replica
     would be placed on, with their free memory after other reservations (an
     empty list means CPU only).  Engines that can offload part of a model
-    choose how many layers fit and say so in ``gpu_layers``.  Return None when
-    the engine cannot estimate: the scheduler then places by device count only.
+    choose how many layers fit and say so in ``gpu_layers``.  ``host`` is what
+    stays in host memory (everything, on the CPU): the scheduler reserves it
+    on the replica's machine and refuses a launch it does not fit.  Return None
+    when the engine cannot estimate: the scheduler then places by device count
+    only and checks no memory.
     """
 
 
@@ -80,7 +93,11 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
 
     Called once in the replica process, only on the chosen engine.  The process
     already has the model's environment variables and ``CUDA_VISIBLE_DEVICES``
-    set from ``placement``; ``spec.source.path`` is the local file or directory.
+    set from ``placement``, and is pinned to ``placement.cores`` (with
+    ``OMP_NUM_THREADS`` and the like sized to them): size the engine's own
+    thread options from ``xinf.cores.threads(placement)`` unless the user gave
+    them (a ``threads`` attribute of the returned object is shown with the
+    replica).  ``spec.source.path`` is the local file or directory.
     Raise ``xinf.errors.LaunchError`` (or any exception) when loading fails:
     the launch fails with that message.  Unknown or invalid ``options`` should
     raise ``LaunchError`` naming them.
@@ -97,6 +114,16 @@ def generate(model: Any, request: GenerateRequest) -> AsyncIterator[Chunk]:
     the iterator (``aclose``); the engine must then stop the work and free its
     slot.  Raise ``xinf.errors.InvalidRequest`` (or ``ContextLengthExceeded``)
     for requests the engine cannot serve: clients get a 400, not a 500.
+
+    Tool calls: when ``spec.tool_parser`` names a format ``xinf.toolcalls``
+    knows (``xinf.toolcalls.known``) and the request has
+    ``tools``, the core parses the engine's text into tool calls (the engine
+    only renders the tools through the chat template).  An engine that
+    constrains decoding for a forced call (``tool_choice`` "required" or named)
+    to ``xinf.toolcalls.choice.forced_schema`` says so with a true
+    ``constrains_tool_calls`` attribute on its model; the core then reads the
+    output as that JSON.  Without a format, an engine that parses tool calls
+    itself fills ``Chunk.tool_calls``.
     """
     raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
 
@@ -107,6 +134,79 @@ def embed(model: Any, request: EmbedRequest) -> EmbedResult:
 
     Called in the replica process for models with the ``embed`` ability, on the
     plugin that loaded ``model``.
+    """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
+
+
+# ---------------------------------------------------------------- other model types
+#
+# Each is called in the replica process, on the plugin that loaded ``model``,
+# once per request of its route, and only for models with the matching
+# ability; an engine implements the hooks of the types it serves.  Any of them
+# may be a coroutine function.  Raise ``xinf.errors.InvalidRequest`` for a
+# request the model cannot serve (clients get a 400 naming the problem).  The
+# request and result types are in ``xinf.operations``.
+
+
+@hookspec
+def rerank(model: Any, request: RerankRequest) -> RerankResult:
+    """Score each of ``request.documents`` against ``request.query``; may be a coroutine function.
+
+    Called for ``POST /v1/rerank`` on models with the ``rerank`` ability.
+    Return one relevance score per document in the request's order (higher is
+    more relevant), the tokens of each (query, document) pair, and which
+    documents were truncated to the model's maximum length; the core sorts,
+    applies ``top_n`` and counts tokens.
+    """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
+
+
+@hookspec
+def transcribe(model: Any, request: TranscribeRequest) -> TranscribeResult:
+    """Turn ``request.audio`` (the uploaded file's bytes) into text; may be a coroutine function.
+
+    Called for ``POST /v1/audio/transcriptions`` and ``/translations``
+    (``request.task == "translate"``: the text is English whatever the spoken
+    language) on models with the ``audio2text`` ability.  Audio that cannot be
+    decoded must raise ``InvalidRequest`` naming the problem.  Segments and
+    (when ``word_timestamps``) words carry times in seconds; the core writes
+    the response formats (json, text, srt, vtt, verbose_json).
+    """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
+
+
+@hookspec
+def speech(model: Any, request: SpeechRequest) -> AsyncIterator[AudioChunk]:
+    """Return an async iterator of ``AudioChunk`` (16-bit PCM) speaking ``request.input``.
+
+    Called for ``POST /v1/audio/speech`` on models with the ``text2audio``
+    ability.  Yield audio as soon as each piece (a sentence) is ready: the core
+    encodes it into the requested format and streams it to the client.  When the
+    client goes away the core closes the iterator; stop the work then.  An
+    unknown ``request.voice`` must raise ``InvalidRequest`` listing the voices.
+    """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
+
+
+@hookspec
+def text_to_image(model: Any, request: ImageRequest) -> ImageResult:
+    """Generate ``request.n`` images (PNG bytes) for ``request.prompt``; may be a coroutine function.
+
+    Called for ``POST /v1/images/generations`` on models with the
+    ``text2image`` ability.  Sizes the model cannot make must raise
+    ``InvalidRequest``.  Engines may batch concurrent requests of the same size
+    (``XINFERENCE_TEXT_TO_IMAGE_BATCHING_SIZE``).
+    """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
+
+
+@hookspec
+def convert_ids_to_tokens(model: Any, ids: list[list[int]]) -> list[list[str]]:
+    """The tokens of each list of token ids, as the model's tokenizer spells them; optional.
+
+    Called in the replica process for ``POST /v1/convert_ids_to_tokens``
+    (xinference-client's ``convert_ids_to_tokens``) on the plugin that loaded
+    ``model``.  An engine without it answers that request with a 400.
     """
     raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
 
@@ -125,7 +225,9 @@ def update_adapters(model: Any, add: list[LoraAdapter], remove: list[str]) -> No
     """Load the LoRA adapters ``add`` into ``model`` and drop those named in ``remove``; may be a coroutine function.
 
     Called in the replica process by ``POST``/``DELETE /v1/models/{uid}/adapters``,
-    on the plugin that loaded ``model``, once per replica.  Requests name the
+    on the plugin that loaded ``model``, once per replica (a ``Call`` frame:
+    ``add`` may arrive as plain maps; ``xinf.adapters.as_adapters`` makes them
+    ``LoraAdapter`` s).  Requests name the
     adapters as ``GenerateRequest.adapter`` from then on.  Raise
     ``xinf.errors.InvalidRequest`` (or ``LaunchError``) with the reason when
     the change cannot be made.  An engine without this hook serves the

@@ -25,37 +25,81 @@ def with_path(spec: ModelSpec, path: str) -> ModelSpec:
     return msgspec.structs.replace(spec, source=ModelSource(path=path))
 
 
-def spec_from_path(path: str, name: str | None, format: str | None, quantization: str | None) -> ModelSpec:
-    """A spec for a model given only by its files: a GGUF file or a Hugging Face directory."""
+#: a model type's abilities when a launch gives only files
+TYPE_ABILITIES = {
+    "LLM": ["chat", "generate"],
+    "embedding": ["embed"],
+    "rerank": ["rerank"],
+    "image": ["text2image"],
+}
+
+
+def spec_from_path(
+    path: str, name: str | None, format: str | None, quantization: str | None, model_type: str | None = None
+) -> ModelSpec:
+    """A spec for a model given only by its files.
+
+    Recognised: a GGUF file, a Hugging Face directory (an embedding model when
+    it has ``modules.json``, a reranker when its architecture is a
+    sequence classifier), a diffusers pipeline (``model_index.json``), a
+    CTranslate2 Whisper directory and a Piper voice (``.onnx`` with its
+    ``.onnx.json``).  ``model_type`` (the launch's) overrides the guess.
+    """
     local = Path(path).expanduser()
     if not local.exists():
         raise LaunchError(f"model path {local} does not exist", param="model_path")
-    abilities = ["chat", "generate"]
-    model_type = "LLM"
+    guessed_format, guessed_type, abilities = _guess(local)
+    format = format or guessed_format
     if format is None:
-        if local.is_file() and local.suffix == ".gguf":
-            format = "ggufv2"
-        elif local.is_dir() and (local / "config.json").exists():
-            format = "mlx" if is_mlx(local) else "pytorch"
-        else:
-            raise LaunchError(
-                f"cannot tell the format of {local}: pass model_format (a .gguf file or a directory "
-                "with config.json is recognised)",
-                param="model_format",
-            )
-    if local.is_dir() and (local / "modules.json").exists():
-        abilities, model_type = ["embed"], "embedding"
+        raise LaunchError(
+            f"cannot tell the format of {local}: pass model_format (a .gguf file or a directory "
+            "with config.json is recognised)",
+            param="model_format",
+        )
+    if model_type is not None and model_type != guessed_type:
+        abilities = TYPE_ABILITIES.get(model_type, abilities)
     facts = file_facts(local)
     return ModelSpec(
         name=name or (local.stem if local.is_file() else local.name),
         format=format,
         abilities=abilities,
-        model_type=model_type,  # type: ignore[arg-type]
+        model_type=(model_type or guessed_type),  # type: ignore[arg-type]
         size_in_billions=facts.get("size_in_billions"),
         quantization=quantization or facts.get("quantization") or "none",
         context_length=facts.get("context_length"),
         source=ModelSource(path=str(local.resolve())),
     )
+
+
+def _guess(local: Path) -> tuple[str | None, str, list[str]]:
+    """(format, model type, abilities) from a model's files."""
+    if local.is_file():
+        if local.suffix == ".gguf":
+            return "ggufv2", "LLM", ["chat", "generate"]
+        if local.suffix == ".onnx" and local.with_name(local.name + ".json").exists():
+            return "onnx", "audio", ["text2audio"]
+        return None, "LLM", ["chat", "generate"]
+    if (local / "model_index.json").exists():
+        return "pytorch", "image", ["text2image"]
+    if (local / "model.bin").exists() and (local / "config.json").exists():
+        return "ctranslate2", "audio", ["audio2text"]  # a CTranslate2 conversion (faster-whisper)
+    if not (local / "config.json").exists():
+        return None, "LLM", ["chat", "generate"]
+    if (local / "modules.json").exists() and not _classifier(local):
+        return "pytorch", "embedding", ["embed"]
+    if _classifier(local):
+        return "pytorch", "rerank", ["rerank"]
+    return ("mlx" if is_mlx(local) else "pytorch"), "LLM", ["chat", "generate"]
+
+
+def _classifier(local: Path) -> bool:
+    """A sequence-classification head: what cross-encoder rerankers are."""
+    try:
+        config = json.loads((local / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    architectures = config.get("architectures") if isinstance(config, dict) else None
+    return any(str(a).endswith("ForSequenceClassification") for a in architectures or [])
 
 
 def file_facts(local: Path) -> dict[str, Any]:

@@ -29,13 +29,14 @@ from xinf.replica.handle import HealthCheck, ProcessReplica, ReplicaHandle
 from xinf.schemas import LaunchRequest
 from xinf.settings import Settings
 from xinf.types import Device, Hardware, MemoryEstimate, ModelSpec, Placement
+from xinf.watchdog import ProgressWatchdog
 
 if TYPE_CHECKING:
     from xinf.cluster import Cluster
 
 log = logging.getLogger(__name__)
 
-_UID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_UID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")  # \Z: '$' would let a trailing newline through
 RESTART_LIMIT = 5  # restarts of one replica ...
 RESTART_WINDOW = 300.0  # ... within this many seconds before giving up
 
@@ -70,6 +71,7 @@ class ModelManager:
             timeout=settings.health_check_timeout,
         )
         self.monitor = HealthMonitor(self.models, self.health)
+        self.watchdog = ProgressWatchdog(self.models, settings.stall_timeout)
 
     def get(self, uid: str) -> RunningModel:
         model = self.models.get(uid)
@@ -83,6 +85,8 @@ class ModelManager:
     def resolve(self, req: LaunchRequest, hardware: Hardware) -> tuple[ModelSpec, str]:
         """The spec to launch and the engine to serve it."""
         size = _size(req.model_size_in_billions)
+        # xinference-client sends model_type "LLM" unless told otherwise: only another type is a constraint.
+        kind = req.model_type if req.model_type not in (None, "LLM") else None
         if req.model_name and req.model_name.lower() in self.registry.families:
             candidates = self.registry.candidates(
                 req.model_name, format=req.model_format, size_in_billions=size, quantization=req.quantization
@@ -90,7 +94,7 @@ class ModelManager:
             if req.model_path:
                 candidates = [with_path(c, req.model_path) for c in candidates]
         elif req.model_path:
-            candidates = [spec_from_path(req.model_path, req.model_name, req.model_format, req.quantization)]
+            candidates = [spec_from_path(req.model_path, req.model_name, req.model_format, req.quantization, kind)]
         elif req.model_name:
             raise NotFound(
                 f"model {req.model_name!r} is neither built in nor registered; register it or pass model_path",
@@ -98,6 +102,10 @@ class ModelManager:
             )
         else:
             raise InvalidRequest("give model_name or model_path", param="model_name")
+        if kind is not None and candidates[0].model_type != kind:
+            raise InvalidRequest(
+                f"model {candidates[0].name!r} is a {candidates[0].model_type} model, not {kind}", param="model_type"
+            )
         loras = adapters.from_config(req.peft_model_config)
         candidates = [adapters.with_adapters(c, loras) for c in candidates]
         first_error: InvalidRequest | None = None
@@ -161,7 +169,7 @@ class ModelManager:
             hardware = await asyncio.to_thread(self.hardware)
             placements = self._place(model, hardware, model.request.replica, model.request, 0)
             model.replicas = self._reserve(model, placements)  # listed before they start: cancel() stops them
-            failure = await _start_all(model.replicas)
+            failure = await _start_all(model.replicas, self.settings.launch_timeout)
             if model.cancelled:
                 raise LaunchCancelled(f"the launch of {uid!r} was cancelled while loading", code="cancelled")
             if failure is not None:
@@ -176,6 +184,7 @@ class ModelManager:
             raise
         model.status = "ready"
         self.monitor.start()
+        self.watchdog.start()
         log.info("model %s ready: %s on %s, %d replica(s)", uid, spec.name, model.engine, len(model.replicas))
 
     def _engine_packages(self, engine: str) -> list[str]:
@@ -184,9 +193,17 @@ class ModelManager:
         return list(getattr(module, "VIRTUAL_ENV_PACKAGES", []) or [])
 
     def _place(
-        self, model: RunningModel, hardware: Hardware, replicas: int, req: LaunchRequest, first: int
+        self,
+        model: RunningModel,
+        hardware: Hardware,
+        replicas: int,
+        req: LaunchRequest,
+        first: int,
+        like: int | None = None,
     ) -> list[Placement]:
         """Where ``replicas`` replicas of ``model`` go, numbered from ``first`` (reserves nothing).
+
+        ``like``: cores per replica when the model's other replicas already have that many.
 
         Also notes which machines have GPUs: ``_replica`` hides the GPUs from a CPU replica there.
         """
@@ -221,7 +238,12 @@ class ModelManager:
             allow_multi_replica=self.settings.allow_multi_replica_per_gpu,
             first_replica=first,
             worker_ip=req.worker_ip,
+            cores_per_replica=self.settings.cpu_cores_per_replica if like is None else like,
         )
+
+    def _core_count(self, pl: Placement) -> int | None:
+        """Cores a replica like ``pl`` gets (added, or moved to another node): as many as it has, by default."""
+        return len(pl.cores) if self.settings.cpu_cores_per_replica is None and pl.cores else None
 
     def _replica(self, model: RunningModel, pl: Any) -> ReplicaHandle:
         index = pl.replica
@@ -232,7 +254,7 @@ class ModelManager:
             env = self._replica_env(model, pl, base={})
             if model.python != sys.executable:
                 log.warning("%s runs on another node: the model's virtual environment is not used there", name)
-            return self.cluster.replica(
+            remote = self.cluster.replica(
                 name=name,
                 launch=self._launch(model, pl),
                 env=env,
@@ -240,10 +262,12 @@ class ModelManager:
                 on_exit=on_exit,
                 health=self.health,
             )
+            remote.deadline = self.settings.request_timeout
+            return remote
         env = dict(os.environ)
         env.pop("XINF_API_KEY", None)  # replicas never need the server's key; an engine could print its env
         env.pop("XINFERENCE_CSG_TOKEN", None)
-        return ProcessReplica(
+        handle = ProcessReplica(
             name=name,
             launch=self._launch(model, pl),
             env=self._replica_env(model, pl, base=env),
@@ -253,6 +277,8 @@ class ModelManager:
             on_exit=on_exit,
             health=self.health,
         )
+        handle.deadline = self.settings.request_timeout
+        return handle
 
     def _replica_env(self, model: RunningModel, pl: Any, *, base: dict[str, str]) -> dict[str, str]:
         """``base`` plus the model's ``envs``, the devices it may see, and unbuffered output."""
@@ -344,7 +370,7 @@ class ModelManager:
             return where
         key = f"{model.uid}/{dead.index}"
         self.ledger.release(key)
-        [fresh] = self._place(model, hardware, 1, model.request, dead.index)
+        [fresh] = self._place(model, hardware, 1, model.request, dead.index, like=self._core_count(where))
         self.ledger.add(key, fresh)
         log.warning("%s lost node %s; placing it on node %s", dead.name, where.node[:12], (fresh.node or "")[:12])
         return fresh
@@ -359,7 +385,8 @@ class ModelManager:
         first = max((r.index for r in model.replicas), default=-1) + 1
         request = msgspec.structs.replace(model.request, n_gpu=n_gpu) if n_gpu != "auto" else model.request
         hardware = await asyncio.to_thread(self.hardware)
-        placements = self._place(model, hardware, count, request, first)
+        like = self._core_count(model.replicas[0].launch.placement) if model.replicas else None
+        placements = self._place(model, hardware, count, request, first, like=like)
         fresh = self._reserve(model, placements)
         failure = await _start_all(fresh)
         if failure is not None:
@@ -435,6 +462,7 @@ class ModelManager:
         models = list(self.models.values())
         self.models.clear()
         self.monitor.stop()
+        self.watchdog.stop()
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*(r.stop(timeout=5) for m in models for r in m.replicas), return_exceptions=True)
@@ -446,9 +474,21 @@ class ModelManager:
             pass
 
 
-async def _start_all(replicas: list[ReplicaHandle]) -> BaseException | None:
-    """Start replicas together and wait for all of them; the first failure, if any."""
-    results = await asyncio.gather(*(r.start() for r in replicas), return_exceptions=True)
+async def _start_all(replicas: list[ReplicaHandle], timeout: float | None = None) -> BaseException | None:
+    """Start replicas together and wait for all of them; the first failure, if any.
+
+    ``timeout`` (XINF_LAUNCH_TIMEOUT): a replica not loaded by then is stopped and fails the launch.
+    """
+
+    async def one(replica: ReplicaHandle) -> None:
+        try:
+            await asyncio.wait_for(replica.start(), timeout or None)
+        except asyncio.TimeoutError:
+            raise LaunchError(
+                f"{replica.name} did not load within {timeout:g}s (XINF_LAUNCH_TIMEOUT); it was stopped"
+            ) from None
+
+    results = await asyncio.gather(*(one(r) for r in replicas), return_exceptions=True)
     return next((r for r in results if isinstance(r, BaseException)), None)
 
 

@@ -45,6 +45,16 @@ class Collector:
         )
         up = GaugeMetricFamily("xinf_replica_up", "1 if the replica is ready for requests", labels=labels)
         restarts = CounterMetricFamily("xinf_replica_restarts", "Times the replica was restarted", labels=labels)
+        stalls = CounterMetricFamily(
+            "xinf_replica_stalls",
+            "Times the progress watchdog restarted the replica (XINF_STALL_TIMEOUT)",
+            labels=labels,
+        )
+        served = CounterMetricFamily(
+            "xinf_served_units",
+            "What rerank, audio and image models served: documents, audio_seconds_in, audio_seconds_out, images",
+            labels=[*labels, "unit"],
+        )
         for model in list(self.models.values()):
             for index, stats in sorted(model.stats.items()):
                 values = [model.uid, str(index)]
@@ -57,13 +67,18 @@ class Collector:
                 waiting.add_metric(values, stats.waiting)
                 latency.add_metric(values, stats.latency.cumulative(), stats.latency.sum)
                 ttft.add_metric(values, stats.ttft.cumulative(), stats.ttft.sum)
+                for unit, amount in sorted(stats.units.items()):
+                    served.add_metric([*values, unit], amount)
             for replica in list(model.replicas):
                 values = [model.uid, str(replica.index)]
                 for name in STATUSES:
                     status.add_metric([*values, name], 1.0 if replica.status == name else 0.0)
                 up.add_metric(values, 1.0 if replica.ready else 0.0)
                 restarts.add_metric(values, model.restart_count.get(replica.index, 0))
-        yield from (requests, errors, prompt, completion, running, waiting, latency, ttft, status, up, restarts)
+                stalls.add_metric(values, model.stalls.get(replica.index, 0))
+        yield from (
+            requests, errors, prompt, completion, running, waiting, latency, ttft, status, up, restarts, stalls, served
+        )  # fmt: skip
 
 
 class Exporter:

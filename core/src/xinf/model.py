@@ -7,11 +7,12 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from xinf.downloads import Download
 from xinf.errors import Overloaded, Unavailable, XinfError
+from xinf.operations import Request, Result
 from xinf.replica.handle import KEEPALIVE, ReplicaDied, ReplicaHandle
 from xinf.routing import PrefixTable, by_prefix, least_busy, prefix_keys, prompt_text
 from xinf.schemas import LaunchRequest
@@ -38,6 +39,7 @@ class RunningModel:
         self.created = int(time.time())
         self.restarts: dict[int, list[float]] = {}
         self.restart_count: dict[int, int] = {}
+        self.stalls: dict[int, int] = {}  # restarts by the progress watchdog (xinf.watchdog)
         self.stats: dict[int, ReplicaStats] = {}
         self.download = Download()
         self.cancelled = False
@@ -155,6 +157,16 @@ class RunningModel:
                         stats.waiting -= 1
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
+        result: EmbedResult = await self._once(lambda replica: replica.embed(request))
+        return result
+
+    async def serve(self, request: Request) -> Result:
+        """A request of ``xinf.operations`` served by the least busy replica (rerank, transcribe, images)."""
+        result: Result = await self._once(lambda replica: replica.serve(request))
+        return result
+
+    async def _once(self, send: Callable[[ReplicaHandle], Awaitable[Any]]) -> Any:
+        """One request, one answer, from the least busy replica; a replica that dies meanwhile is replaced."""
         with self.admitted():
             tried: set[int] = set()
             while True:
@@ -164,7 +176,7 @@ class RunningModel:
                 stats.running += 1
                 start = time.perf_counter()
                 try:
-                    result = await replica.embed(request)
+                    result = await send(replica)
                 except ReplicaDied:
                     stats.error("replica_died")
                     tried.add(id(replica))
@@ -180,8 +192,65 @@ class RunningModel:
                 elapsed = time.perf_counter() - start
                 stats.latency.observe(elapsed)
                 stats.ttft.observe(elapsed)
-                stats.prompt_tokens += result.prompt_tokens
+                stats.prompt_tokens += getattr(result, "prompt_tokens", 0)
+                if hasattr(result, "units"):
+                    stats.count(result)
                 return result
+
+    async def stream(self, request: Request) -> AsyncIterator[Result]:
+        """The pieces of a streamed request of ``xinf.operations`` (speech) from the least busy replica.
+
+        A replica that dies before its first piece is replaced transparently; after it the error reaches the client.
+        """
+        with self.admitted():
+            tried: set[int] = set()
+            while True:
+                replica = self.pick(tried)
+                stats = self.stats_of(replica)
+                stats.requests += 1
+                stats.waiting += 1
+                start = time.perf_counter()
+                started = False
+                try:
+                    async for piece in replica.stream(request):
+                        if not started:
+                            started = True
+                            stats.waiting -= 1
+                            stats.running += 1
+                            stats.ttft.observe(time.perf_counter() - start)
+                        stats.count(piece)
+                        yield piece
+                    return
+                except ReplicaDied:
+                    stats.error("replica_died")
+                    if started:
+                        raise
+                    tried.add(id(replica))
+                except XinfError as exc:
+                    stats.error(exc.type)
+                    raise
+                except (GeneratorExit, asyncio.CancelledError):
+                    stats.error("cancelled")
+                    raise
+                finally:
+                    if started:
+                        stats.running -= 1
+                        stats.latency.observe(time.perf_counter() - start)
+                    else:
+                        stats.waiting -= 1
+
+    @property
+    def context_length(self) -> int | None:
+        """Tokens one request may use: what the replicas' engines report (llama.cpp: n_ctx / n_parallel), else the spec's."""
+        reported = [r.info["context_length"] for r in self.replicas if isinstance(r.info.get("context_length"), int)]
+        return min(reported) if reported else self.spec.context_length
+
+    @property
+    def visible_status(self) -> str:
+        """``ready`` only while a replica can take requests: "restarting" while every replica is down."""
+        if self.status == "ready" and self.replicas and not any(r.ready for r in self.replicas):
+            return "restarting"
+        return self.status
 
     def describe(self) -> dict[str, Any]:
         spec = self.spec
@@ -200,9 +269,9 @@ class RunningModel:
             "quantization": spec.quantization,
             "model_engine": self.engine,
             "model_path": spec.source.path,
-            "context_length": spec.context_length,
+            "context_length": self.context_length,
             "replica": len(self.replicas),
-            "status": self.status,
+            "status": self.visible_status,
             "error": self.error,
             "routing": self.routing,
             "virtual_env": None if self.python == sys.executable else self.python,
@@ -217,6 +286,10 @@ class RunningModel:
                     "devices": r.launch.placement.devices,
                     "reserved": r.launch.placement.reserved,
                     "gpu_layers": r.launch.placement.gpu_layers,
+                    "host_memory": r.launch.placement.host,
+                    "cores": r.launch.placement.cores,
+                    "cpus": r.info.get("cpus"),  # the real CPUs pinned (simulated cores map onto them)
+                    "threads": r.info.get("threads"),  # as the engine reports them
                     "node": r.node,
                     "log": r.log,
                 }

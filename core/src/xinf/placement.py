@@ -20,6 +20,8 @@ from itertools import combinations
 
 import msgspec
 
+from xinf import cores, hostmemory
+from xinf.cores import CoreBook
 from xinf.errors import LaunchError
 from xinf.types import Device, Hardware, MemoryEstimate, Node, Placement
 from xinf.units import format_bytes
@@ -36,10 +38,17 @@ class Reservation(msgspec.Struct, kw_only=True):
 
 
 class Ledger:
-    """What each replica has reserved on each device (of each node, in a cluster)."""
+    """What each replica has reserved: memory on each device and host, cores (of each node, in a cluster)."""
 
     def __init__(self) -> None:
         self.items: list[Reservation] = []
+        self.cores = CoreBook()
+
+    def copy(self) -> Ledger:
+        trial = Ledger()
+        trial.items = list(self.items)
+        trial.cores = self.cores.copy()
+        return trial
 
     def reserved(self, device: int, node: str | None = None) -> int:
         return sum(r.bytes for r in self.items if r.device == device and r.node == node)
@@ -55,21 +64,22 @@ class Ledger:
         node = placement.node
         for device, size in zip(placement.devices, placement.reserved or [0] * len(placement.devices)):
             self.items.append(Reservation(owner=owner, device=device, bytes=size, node=node))
-        if not placement.devices and node is not None:  # a CPU replica on a cluster node
-            size = placement.reserved[0] if placement.reserved else 0
-            self.items.append(Reservation(owner=owner, device=HOST, bytes=size, node=node))
+        # Host memory; a CPU replica on a cluster node is recorded even without an estimate (replica counts).
+        if placement.host or (not placement.devices and node is not None):
+            self.items.append(Reservation(owner=owner, device=HOST, bytes=placement.host, node=node))
+        self.cores.add(owner, node, placement.cores)
 
     def release(self, owner_prefix: str) -> None:
         """Drop reservations of one replica (``uid/0``) or a whole model (``uid/``)."""
         self.items = [r for r in self.items if not (r.owner == owner_prefix or r.owner.startswith(owner_prefix))]
+        self.cores.release(owner_prefix)
 
     def free(self, device: Device) -> int:
         reserved = self.reserved(device.index, device.node)
         return max(0, min(device.free_memory, device.total_memory - reserved))
 
     def free_host(self, node: Node) -> int:
-        reserved = self.reserved(HOST, node.id)
-        return max(0, min(node.memory_available, node.memory_total - reserved))
+        return hostmemory.free(node.memory_total, node.memory_available, self.reserved(HOST, node.id))
 
 
 def plan(
@@ -85,13 +95,46 @@ def plan(
     allow_multi_replica: bool = True,
     first_replica: int = 0,
     worker_ip: str | None = None,
+    cores_per_replica: int | None = None,
 ) -> list[Placement]:
     """Placements for ``replicas`` new replicas; reserves them in a copy of ``ledger``.
 
     ``n_gpu`` None means "auto" (one device per replica when there are any),
     0 means CPU only.  Raises ``LaunchError`` with each device's free memory
-    when a replica fits nowhere.
+    when a replica fits nowhere, and with the host's free memory when its
+    host part does not fit.  ``cores_per_replica``: None divides each node's
+    cores among the launch's replicas there, 0 places no cores.
     """
+    placements = _place(
+        uid,
+        replicas,
+        hardware,
+        ledger,
+        estimate,
+        n_gpu,
+        gpu_idx,
+        strategy,
+        allow_multi_replica,
+        first_replica,
+        worker_ip,
+    )
+    return _host_and_cores(uid, placements, hardware, ledger, strategy, cores_per_replica)
+
+
+def _place(
+    uid: str,
+    replicas: int,
+    hardware: Hardware,
+    ledger: Ledger,
+    estimate: Estimator,
+    n_gpu: int | None,
+    gpu_idx: list[int] | None,
+    strategy: str,
+    allow_multi_replica: bool,
+    first_replica: int,
+    worker_ip: str | None,
+) -> list[Placement]:
+    """Nodes and devices for each replica, by device memory."""
     nodes = _nodes(hardware, worker_ip)
     rank = {n.id: i for i, n in enumerate(hardware.nodes)}
     devices = sorted(hardware.devices, key=lambda d: (rank.get(d.node or "", 0), d.index))
@@ -123,8 +166,7 @@ def plan(
             f"n_gpu={per_replica} asked for, but only {most} device(s) can be used" + (" on one node" if nodes else "")
         )
 
-    trial = Ledger()
-    trial.items = list(ledger.items)
+    trial = ledger.copy()
     placements = []
     for i in range(replicas):
         index = first_replica + i
@@ -132,6 +174,60 @@ def plan(
         trial.add(f"{uid}/{index}", placement)
         placements.append(placement)
     return placements
+
+
+def _host_and_cores(
+    uid: str,
+    placements: list[Placement],
+    hardware: Hardware,
+    ledger: Ledger,
+    strategy: str,
+    per_replica: int | None,
+) -> list[Placement]:
+    """Reserve each replica's host memory (refusing what does not fit) and give it its cores."""
+    nodes = {n.id: n for n in hardware.nodes}
+    heavy: dict[str | None, int] = {}  # replicas per node that compute on the CPU
+    for pl in placements:
+        if _computes_on_cpu(pl):
+            heavy[pl.node] = heavy.get(pl.node, 0) + 1
+    trial = ledger.copy()
+    for pl in placements:
+        node = nodes.get(pl.node or "")
+        if node is not None:
+            total, available, where = node.memory_total, node.memory_available, f"on node {node.address}"
+            available_cores = node.cores or list(range(node.cpu_count or 1))
+        else:
+            total, available, where = hardware.memory_total, hardware.memory_available, "on this machine"
+            available_cores = hardware.cores or list(range(hardware.cpu_count or 1))
+        pl.host = hostmemory.check(
+            uid=uid,
+            index=pl.replica,
+            estimate=pl.estimate,
+            total=total,
+            available=available,
+            reserved=trial.reserved(HOST, pl.node),
+            where=where,
+        )
+        if per_replica != 0:
+            count = cores.per_replica(per_replica, len(available_cores), heavy.get(pl.node, 0))
+            if not _computes_on_cpu(pl):
+                count = min(count, cores.GPU_REPLICA_CORES)
+            pl.cores = trial.cores.choose(pl.node, available_cores, count, strategy)
+        trial.add(f"{uid}/{pl.replica}", pl)
+    return placements
+
+
+def _computes_on_cpu(pl: Placement) -> bool:
+    """A CPU replica, or a GPU replica with layers left on the host (partial offload)."""
+    if not pl.devices:
+        return True
+    est = pl.estimate
+    return (
+        est is not None
+        and est.gpu_layers is not None
+        and est.total_layers is not None
+        and (est.gpu_layers < est.total_layers)
+    )
 
 
 def _nodes(hardware: Hardware, worker_ip: str | None) -> list[Node]:
@@ -164,8 +260,7 @@ def _place_on_nodes(
     strategy: str,
 ) -> list[Placement]:
     """CPU replicas of a cluster: each on the least busy node (PACK: the first) with memory for it."""
-    trial = Ledger()
-    trial.items = list(ledger.items)
+    trial = ledger.copy()
     placements = []
     for i in range(replicas):
         index = first + i
@@ -183,7 +278,7 @@ def _place_on_nodes(
             node = fitting[0]
         else:
             node = min(fitting, key=lambda n: len(trial.on_node(n.id)))  # ties: the earlier node
-        placement = Placement(replica=index, node=node.id, reserved=[need] if need else [], estimate=est)
+        placement = Placement(replica=index, node=node.id, host=need, estimate=est)
         trial.add(f"{uid}/{index}", placement)
         placements.append(placement)
     return placements

@@ -23,6 +23,8 @@ def render_chat(tokenizer: Any, spec: ModelSpec, request: GenerateRequest) -> st
     """
     template = spec.chat_template or None
     if template is None and not getattr(tokenizer, "chat_template", None):
+        template = spec.fallback_chat_template or None  # the model has none: the catalogue's
+    if template is None and not getattr(tokenizer, "chat_template", None):
         raise InvalidRequest(
             f"{spec.name} has no chat template; use /v1/completions or register the model with a chat_template",
             param="messages",
@@ -47,6 +49,14 @@ def encode_prompt(tokenizer: Any, spec: ModelSpec, request: GenerateRequest) -> 
     if request.is_chat:
         # The template already wrote any BOS token the model wants.
         return list(tokenizer.encode(render_chat(tokenizer, spec, request), add_special_tokens=False))
+    if request.prompt_ids is not None:
+        size = len(tokenizer)
+        bad = [i for i in request.prompt_ids if not 0 <= i < size]
+        if bad:
+            raise InvalidRequest(
+                f"prompt token ids {bad[:5]} are not in the vocabulary (0 to {size - 1})", param="prompt"
+            )
+        return list(request.prompt_ids)
     return list(tokenizer.encode(request.prompt or ""))
 
 

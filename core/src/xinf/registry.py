@@ -14,18 +14,18 @@ import logging
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
 from xinf.errors import Conflict, InvalidRequest, NotFound
 from xinf.storage import atomic_write
-from xinf.types import ABILITIES, ModelSource, ModelSpec
+from xinf.types import ABILITIES, ModelSource, ModelSpec, ModelType
+from xinf.types import MODEL_TYPES as MODEL_TYPES  # re-exported: the routes list them
 
 log = logging.getLogger(__name__)
 
-MODEL_TYPES = ("LLM", "embedding")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")  # \Z: '$' would let a trailing newline through
 
 
 class FamilySpec(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -36,6 +36,10 @@ class FamilySpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     modelscope: str | None = None
     csghub: str | None = None
     file: str | None = None
+    # A GGUF split in parts (Xinference's model_file_name_split_template and quantization_parts):
+    # for a quantization listed in quantization_parts, the parts are file_split with {part} filled in.
+    file_split: str | None = None
+    quantization_parts: dict[str, list[str]] | None = None
     package: str | None = None
     path: str | None = None
 
@@ -43,20 +47,37 @@ class FamilySpec(msgspec.Struct, kw_only=True, omit_defaults=True):
 class Family(msgspec.Struct, kw_only=True, omit_defaults=True):
     name: str
     specs: list[FamilySpec]
-    model_type: Literal["LLM", "embedding"] = "LLM"
+    model_type: ModelType = "LLM"
     abilities: list[str] = msgspec.field(default_factory=lambda: ["chat", "generate"])
     family: str | None = None
     context_length: int | None = None
-    chat_template: str | None = None
+    chat_template: str | None = None  # the registration's own: replaces the model's template
+    # The catalogue's template (Xinference's family template): only for a model that has none of its own.
+    fallback_chat_template: str | None = None
     stop: list[str] = msgspec.field(default_factory=list)
     reasoning_start_tag: str | None = None
     reasoning_end_tag: str | None = None
+    tool_parser: str | None = None  # the tool-call format of its output (Xinference's tool_parser)
+    languages: list[str] = msgspec.field(default_factory=list)
+    dimensions: int | None = None  # embedding models: the vector size
+    # embedding models trained so that a prefix of the vector is an embedding (the request's ``dimensions``)
+    matryoshka: bool = False
     description: str = ""
+    checked: str | None = None  # where the hub ids, sizes and file names were checked
     builtin: bool = False
 
     def concrete(self, spec: FamilySpec, quantization: str) -> ModelSpec:
         def fill(value: str | None) -> str | None:
             return value.replace("{quantization}", quantization) if value else value
+
+        file, parts = fill(spec.file), None
+        split = (spec.quantization_parts or {}).get(quantization)
+        if spec.file_split and split:
+            parts = [fill(spec.file_split).replace("{part}", part) for part in split]  # type: ignore[union-attr]
+            file = parts[0]
+        path = fill(spec.path)
+        if path and file and spec.format == "ggufv2" and not path.lower().endswith(".gguf"):
+            path = str(Path(path) / file)  # Xinference's model_uri names the directory of the GGUF files
 
         return ModelSpec(
             name=self.name,
@@ -68,26 +89,37 @@ class Family(msgspec.Struct, kw_only=True, omit_defaults=True):
             quantization=quantization,
             context_length=self.context_length,
             chat_template=self.chat_template,
+            fallback_chat_template=self.fallback_chat_template,
             stop=list(self.stop),
             reasoning_start_tag=self.reasoning_start_tag,
             reasoning_end_tag=self.reasoning_end_tag,
+            tool_parser=self.tool_parser,
+            matryoshka=self.matryoshka,
             source=ModelSource(
                 huggingface=fill(spec.huggingface),
                 modelscope=fill(spec.modelscope),
                 csghub=fill(spec.csghub),
-                file=fill(spec.file),
+                file=file,
+                parts=parts,
                 package=spec.package,
-                path=fill(spec.path),
+                path=path,
             ),
             description=self.description,
             builtin=self.builtin,
         )
 
 
-def parse_family(data: dict[str, Any]) -> Family:
-    """A family from our JSON form or from Xinference's custom-model JSON."""
+def parse_family(data: dict[str, Any], model_type: str | None = None) -> Family:
+    """A family from our JSON form or from Xinference's model JSON (``model_type``: the type it is registered as)."""
     if "model_name" in data and "name" not in data:
-        data = _from_xinference(data)
+        from xinf import catalog
+
+        try:
+            data = catalog.convert(data, model_type)
+        except catalog.Skip as exc:
+            raise InvalidRequest(f"model {data.get('model_name')!r} cannot be registered here: {exc}") from None
+        except (AttributeError, TypeError, ValueError, KeyError) as exc:  # a field of the wrong type
+            raise InvalidRequest(f"invalid model registration: {type(exc).__name__}: {exc}") from None
     try:
         family = msgspec.convert(data, Family, strict=False)
     except msgspec.ValidationError as exc:
@@ -105,37 +137,6 @@ def parse_family(data: dict[str, Any]) -> Family:
     if bool(family.reasoning_start_tag) != bool(family.reasoning_end_tag):
         raise InvalidRequest("give both reasoning_start_tag and reasoning_end_tag, or neither")
     return family
-
-
-def _from_xinference(data: dict[str, Any]) -> dict[str, Any]:
-    specs = []
-    for s in data.get("model_specs") or []:
-        quants = s.get("quantizations") or [s.get("quantization") or "none"]
-        uri = s.get("model_uri")
-        specs.append(
-            {
-                "format": s.get("model_format"),
-                "size_in_billions": _size(s.get("model_size_in_billions")),
-                "quantizations": quants,
-                "huggingface": s.get("model_id") if s.get("model_hub", "huggingface") == "huggingface" else None,
-                "modelscope": s.get("model_id") if s.get("model_hub") == "modelscope" else None,
-                "file": s.get("model_file_name_template"),
-                "path": uri.removeprefix("file://") if isinstance(uri, str) else None,
-            }
-        )
-    return {
-        "name": data["model_name"],
-        "family": data.get("model_family"),
-        "model_type": "embedding" if data.get("dimensions") else "LLM",
-        "abilities": data.get("model_ability") or ["chat", "generate"],
-        "context_length": data.get("context_length"),
-        "chat_template": data.get("chat_template"),
-        "stop": data.get("stop") or [],
-        "reasoning_start_tag": data.get("reasoning_start_tag"),
-        "reasoning_end_tag": data.get("reasoning_end_tag"),
-        "description": data.get("model_description") or "",
-        "specs": [{k: v for k, v in s.items() if v is not None} for s in specs],
-    }
 
 
 def _size(value: Any) -> float | None:

@@ -56,6 +56,8 @@ class Sampling(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     user: str | None = None
     ignore_eos: bool = False
     logit_bias: dict[str, float] | None = None
+    # Xinference's generate_config["request_id"]: names the request for abort and progress.
+    request_id: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
     # Xinference's generate_config key: the LoRA adapter to run with (also "<uid>:<adapter>" as model).
     lora_name: str | None = None
 
@@ -82,7 +84,13 @@ class ChatRequest(Sampling, kw_only=True, forbid_unknown_fields=True):
 
 
 class CompletionRequest(Sampling, kw_only=True, forbid_unknown_fields=True):
-    prompt: str | Annotated[list[str], Meta(min_length=1, max_length=64)]
+    """``prompt``: text, token ids, or a list of either (checked in ``xinf.server.completions``).
+
+    ``max_tokens`` 0 is allowed with ``echo`` (scoring a text's own tokens).
+    """
+
+    prompt: str | Annotated[list[Any], Meta(min_length=1)]
+    max_tokens: Annotated[int, Meta(ge=0, le=1 << 31)] | None = None
     logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
     echo: bool = False
     suffix: str | None = None
@@ -91,7 +99,7 @@ class CompletionRequest(Sampling, kw_only=True, forbid_unknown_fields=True):
 
 class EmbeddingRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     model: str
-    input: str | Annotated[list[str], Meta(min_length=1, max_length=2048)]
+    input: str | Annotated[list[Any], Meta(min_length=1)]  # texts or token ids: see xinf.server.embeddings
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Annotated[int, Meta(ge=1, le=65536)] | None = None
     user: str | None = None
@@ -119,6 +127,7 @@ class LaunchRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     virtual_env_packages: list[str] | None = None
     virtual_env_find_links: list[str] | None = None
     download_hub: Literal["huggingface", "modelscope", "csghub"] | None = None
+    autostart: bool = False  # launch it again whenever the server starts (an autostart entry)
     routing: Literal["least_busy", "prefix"] | None = None  # default: XINF_ROUTING
     # LoRA adapters: {"lora_list": [{"lora_name", "local_path"[, "scale"]}]} (xinf.adapters)
     peft_model_config: dict[str, Any] | None = None

@@ -46,6 +46,30 @@ class Settings(msgspec.Struct, kw_only=True):
     api_key: str | None = None
     max_body: int = 32 << 20
     routing: str = "prefix"
+    # Trust boundaries and limits (README "Security"); read by _security() below.
+    api_keys_file: Path | None = None
+    inference_api_keys: list[str] = msgspec.field(default_factory=list)
+    forwarded_allow_ips: list[str] = msgspec.field(default_factory=list)
+    cors_allow_origins: list[str] = msgspec.field(default_factory=list)
+    max_n: int = 16
+    max_choices: int = 64
+    max_messages: int = 2048
+    max_json_depth: int = 64
+    max_schema_bytes: int = 16384
+    max_schema_enum: int = 256
+    stall_timeout: float = 300.0
+    request_timeout: float | None = None
+    launch_timeout: float = 1800.0
+    keepalive_timeout: float = 5.0
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 1024
+    max_env_bytes: int = 65536
+    launch_allow_unsafe_envs: bool = False
+    virtual_env_allow_urls: bool = False
+    virtual_env_index_url: str | None = None
+    virtual_env_find_links: list[str] = msgspec.field(default_factory=list)
+    cpu_cores_per_replica: int | None = None  # None: the node's cores divided among a launch's replicas
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -81,11 +105,54 @@ class Settings(msgspec.Struct, kw_only=True):
         s.csg_token = env.get("XINFERENCE_CSG_TOKEN") or None
         s.csg_endpoint = env.get("XINFERENCE_CSG_ENDPOINT", s.csg_endpoint)
         s.transformers_enable_batching = _bool(env, "XINFERENCE_TRANSFORMERS_ENABLE_BATCHING", True)
-        s.text_to_image_batching_size = env.get("XINFERENCE_TEXT_TO_IMAGE_BATCHING_SIZE") or None
+        s.text_to_image_batching_size = _image_size(env, "XINFERENCE_TEXT_TO_IMAGE_BATCHING_SIZE")
         s.api_key = env.get("XINF_API_KEY") or None
         s.max_body = _int(env, "XINF_MAX_BODY_BYTES", s.max_body, 1024)
         s.routing = _choice(env, "XINF_ROUTING", s.routing, ("least_busy", "prefix"))
+        _security(env, s)
+        if env.get("XINF_CPU_CORES_PER_REPLICA", "").strip():
+            s.cpu_cores_per_replica = _int(env, "XINF_CPU_CORES_PER_REPLICA", 0, 0)
+        _int(env, "XINF_SIMULATED_CPU_CORES", 1, 1)  # read by the inventory; checked here so a typo stops start-up
+        if env.get("XINF_SIMULATED_HOST_MEMORY", "").strip():
+            from xinf.devices import parse_size
+
+            try:
+                parse_size(env["XINF_SIMULATED_HOST_MEMORY"])
+            except ValueError as exc:
+                raise SettingsError(f"XINF_SIMULATED_HOST_MEMORY: {exc}") from None
         return s
+
+
+def _security(env: dict[str, str], s: Settings) -> None:
+    """Keys, trusted proxies, browser origins and every request, launch and connection limit."""
+    if env.get("XINF_API_KEYS_FILE"):
+        s.api_keys_file = Path(env["XINF_API_KEYS_FILE"]).expanduser()
+    s.inference_api_keys = _list(env, "XINF_INFERENCE_API_KEYS")
+    s.forwarded_allow_ips = _list(env, "XINF_FORWARDED_ALLOW_IPS")
+    s.cors_allow_origins = _list(env, "XINF_CORS_ALLOW_ORIGINS")
+    s.max_n = _int(env, "XINF_MAX_N", s.max_n, 1)
+    s.max_choices = _int(env, "XINF_MAX_CHOICES", s.max_choices, 1)
+    s.max_messages = _int(env, "XINF_MAX_MESSAGES", s.max_messages, 1)
+    s.max_json_depth = _int(env, "XINF_MAX_JSON_DEPTH", s.max_json_depth, 4)
+    s.max_schema_bytes = _int(env, "XINF_MAX_SCHEMA_BYTES", s.max_schema_bytes, 256)
+    s.max_schema_enum = _int(env, "XINF_MAX_SCHEMA_ENUM", s.max_schema_enum, 1)
+    s.stall_timeout = _float(env, "XINF_STALL_TIMEOUT", s.stall_timeout)
+    if env.get("XINF_REQUEST_TIMEOUT"):
+        s.request_timeout = _float(env, "XINF_REQUEST_TIMEOUT", 0.0) or None
+    s.launch_timeout = _float(env, "XINF_LAUNCH_TIMEOUT", s.launch_timeout)
+    s.keepalive_timeout = _float(env, "XINF_KEEPALIVE_TIMEOUT", s.keepalive_timeout)
+    s.header_timeout = _float(env, "XINF_HEADER_TIMEOUT", s.header_timeout)
+    s.body_timeout = _float(env, "XINF_BODY_TIMEOUT", s.body_timeout)
+    s.max_connections = _int(env, "XINF_MAX_CONNECTIONS", s.max_connections, 1)
+    s.max_env_bytes = _int(env, "XINF_MAX_ENV_BYTES", s.max_env_bytes, 256)
+    s.launch_allow_unsafe_envs = _bool(env, "XINF_LAUNCH_ALLOW_UNSAFE_ENVS", False)
+    s.virtual_env_allow_urls = _bool(env, "XINF_VIRTUAL_ENV_ALLOW_URLS", False)
+    s.virtual_env_index_url = env.get("XINF_VIRTUAL_ENV_INDEX_URL") or None
+    s.virtual_env_find_links = _list(env, "XINF_VIRTUAL_ENV_FIND_LINKS")
+
+
+def _list(env: dict[str, str], name: str) -> list[str]:
+    return [p.strip() for p in env.get(name, "").split(",") if p.strip()]
 
 
 def _networks(env: dict[str, str], name: str) -> list[str]:
@@ -136,6 +203,17 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
     if value < 0:
         raise SettingsError(f"{name}={raw!r} must not be negative")
     return value
+
+
+def _image_size(env: dict[str, str], name: str) -> str | None:
+    """``1024*1024`` (Xinference's form; ``1024x1024`` too), kept as written; unset -> None."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    sides = raw.lower().replace("x", "*").split("*")
+    if len(sides) != 2 or not all(side.strip().isdigit() and int(side) > 0 for side in sides):
+        raise SettingsError(f"{name}={raw!r} is not an image size such as 1024*1024")
+    return raw
 
 
 def _choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:

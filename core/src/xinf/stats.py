@@ -38,7 +38,17 @@ class Histogram:
 class ReplicaStats:
     """What one replica of a model served; survives the replica's restarts."""
 
-    __slots__ = ("completion_tokens", "errors", "latency", "prompt_tokens", "requests", "running", "ttft", "waiting")
+    __slots__ = (
+        "completion_tokens",
+        "errors",
+        "latency",
+        "prompt_tokens",
+        "requests",
+        "running",
+        "ttft",
+        "units",
+        "waiting",
+    )
 
     def __init__(self) -> None:
         self.requests = 0
@@ -49,6 +59,12 @@ class ReplicaStats:
         self.waiting = 0  # sent to the replica, no output yet
         self.latency = Histogram(LATENCY_BUCKETS)
         self.ttft = Histogram(TTFT_BUCKETS)
+        self.units: dict[str, float] = {}  # what other model types served: documents, audio seconds, images
+
+    def count(self, result: object) -> None:
+        """Add what a rerank, audio or image result served (``xinf.operations`` results say)."""
+        unit, amount = result.units()  # type: ignore[attr-defined]
+        self.units[unit] = self.units.get(unit, 0.0) + amount
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
+
+STALE = 3600.0  # seconds: a temporary file this old belongs to no write still running
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -33,3 +37,26 @@ def atomic_write(path: Path, data: bytes) -> None:
         pass
     finally:
         os.close(dir_fd)
+
+
+def sweep(home: Path, older_than: float = STALE) -> int:
+    """Remove temporaries that interrupted writes left under ``home``: ``.NAME.*.tmp`` files of
+    ``atomic_write`` and ``.NAME.PID.tmp`` directories of virtual environments being built."""
+    removed = 0
+    cutoff = time.time() - older_than
+    for sub in ("registrations", "cache", "virtualenvs"):
+        base = home / sub
+        if not base.is_dir():
+            continue
+        for path in base.rglob(".*.tmp"):
+            try:
+                if path.lstat().st_mtime > cutoff:
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                removed += 1
+            except OSError:
+                pass
+    return removed

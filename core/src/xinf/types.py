@@ -11,8 +11,22 @@ from typing import Any, Literal
 
 import msgspec
 
-FORMATS = ("pytorch", "ggufv2", "gptq", "awq", "fp8", "fp4", "bnb", "mlx")
-ABILITIES = ("chat", "generate", "embed", "reasoning", "tools", "vision")
+FORMATS = ("pytorch", "ggufv2", "gptq", "awq", "fp8", "fp4", "bnb", "mlx", "ctranslate2", "onnx")
+ABILITIES = (
+    "chat",
+    "generate",
+    "embed",
+    "reasoning",
+    "tools",
+    "vision",
+    "rerank",
+    "audio2text",
+    "text2audio",
+    "text2image",
+)
+#: Xinference's model types; each has its own routes (``xinf.server``) and catalogue file (``xinf/families``).
+ModelType = Literal["LLM", "embedding", "rerank", "audio", "image"]
+MODEL_TYPES: tuple[str, ...] = ("LLM", "embedding", "rerank", "audio", "image")
 
 
 class ModelSource(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -27,6 +41,7 @@ class ModelSource(msgspec.Struct, kw_only=True, omit_defaults=True):
     modelscope: str | None = None
     csghub: str | None = None
     file: str | None = None
+    parts: list[str] | None = None  # a GGUF split in parts: every part's file name, ``file`` is the first
     package: str | None = None
     path: str | None = None
 
@@ -55,17 +70,23 @@ class ModelSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     name: str
     format: str
     abilities: list[str] = msgspec.field(default_factory=lambda: ["chat", "generate"])
-    model_type: Literal["LLM", "embedding"] = "LLM"
+    model_type: ModelType = "LLM"
     family: str | None = None
     size_in_billions: float | None = None
     quantization: str = "none"
     context_length: int | None = None
-    chat_template: str | None = None
+    chat_template: str | None = None  # the user's template: used instead of the model's own
+    fallback_chat_template: str | None = None  # the catalogue's: used only when the model has none
     stop: list[str] = msgspec.field(default_factory=list)
     # Reasoning models wrap their thoughts in these tags; the core splits them
     # out of the answer (``reasoning_content``).
     reasoning_start_tag: str | None = None
     reasoning_end_tag: str | None = None
+    # How the model writes tool calls (Xinference's tool_parser names; ``xinf.toolcalls`` parses
+    # the ones it knows); None: engines with a parser of their own decide (llama.cpp's, for one).
+    tool_parser: str | None = None
+    # An embedding model trained so that a prefix of its vector is an embedding too: ``dimensions`` applies.
+    matryoshka: bool = False
     source: ModelSource = msgspec.field(default_factory=ModelSource)
     description: str = ""
     builtin: bool = False
@@ -102,6 +123,7 @@ class Node(msgspec.Struct, frozen=True, kw_only=True):
     memory_total: int = 0
     memory_available: int = 0
     local: bool = False
+    cores: list[int] = msgspec.field(default_factory=list)  # CPU ids replicas may use; empty: range(cpu_count)
 
 
 class Hardware(msgspec.Struct, kw_only=True):
@@ -119,6 +141,7 @@ class Hardware(msgspec.Struct, kw_only=True):
     memory_available: int
     devices: list[Device] = msgspec.field(default_factory=list)
     nodes: list[Node] = msgspec.field(default_factory=list)
+    cores: list[int] = msgspec.field(default_factory=list)  # CPU ids replicas may use; empty: range(cpu_count)
 
     @property
     def has_cuda(self) -> bool:
@@ -176,13 +199,17 @@ class Placement(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Where the scheduler put a replica.  ``devices`` empty means CPU.
 
     ``node`` is the cluster node it runs on (None on a single machine);
-    ``devices`` are indexes on that node.
+    ``devices`` are indexes on that node.  ``host`` is the host memory
+    reserved for it (bytes), ``cores`` the CPU cores of its node it runs on
+    (empty: not placed, ``XINF_CPU_CORES_PER_REPLICA=0``); see ``xinf.cores``.
     """
 
     replica: int = 0
     node: str | None = None
     devices: list[int] = msgspec.field(default_factory=list)
     reserved: list[int] = msgspec.field(default_factory=list)
+    host: int = 0
+    cores: list[int] = msgspec.field(default_factory=list)
     gpu_layers: int | None = None
     estimate: MemoryEstimate | None = None
 
@@ -193,12 +220,18 @@ class GenerateRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     Sampling fields left as None mean "the engine's default".  ``stop`` holds
     strings that end the output (not included in it).  ``logprobs`` is the
     number of top alternatives wanted per token (0 = only the chosen token's),
-    None when the client did not ask.  ``adapter`` names the LoRA adapter (one
+    None when the client did not ask.  ``prompt_ids`` is a completion prompt
+    given as token ids (then ``prompt`` is None).  ``prompt_logprobs`` (echo):
+    the engine's first chunk carries the prompt's tokens in
+    ``Chunk.prompt_logprobs`` with that many alternatives each; an engine that
+    cannot raises ``InvalidRequest``.  ``adapter`` names the LoRA adapter (one
     of ``ModelSpec.adapters``) the request runs with; None means the base model.
     """
 
     messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
+    prompt_ids: list[int] | None = None
+    prompt_logprobs: int | None = None
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -210,8 +243,11 @@ class GenerateRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     stop: list[str] = msgspec.field(default_factory=list)
     seed: int | None = None
     logprobs: int | None = None
+    # token id -> bias added to its logit (-100 bans it, 100 forces it); engines without it answer 400
+    logit_bias: dict[int, float] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = None
     chat_template_kwargs: dict[str, Any] = msgspec.field(default_factory=dict)
     ignore_eos: bool = False
@@ -221,6 +257,29 @@ class GenerateRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     def is_chat(self) -> bool:
         return self.messages is not None
 
+    def check_no_logit_bias(self, engine: str) -> None:
+        """For engines without logit biases: a 400 rather than silence."""
+        if self.logit_bias:
+            from xinf.errors import InvalidRequest
+
+            raise InvalidRequest(
+                f"logit_bias is not supported by the {engine} engine", param="logit_bias", code="unsupported_parameter"
+            )
+
+    def check_text_prompt(self, engine: str) -> None:
+        """For engines that take only text: 400 for what they cannot do."""
+        from xinf.errors import InvalidRequest
+
+        if self.prompt_ids is not None:
+            raise InvalidRequest(f"the {engine} engine takes prompts as text, not token ids", param="prompt")
+        self.check_no_logit_bias(engine)
+        if self.prompt_logprobs is not None:
+            raise InvalidRequest(
+                f"the {engine} engine cannot return the prompt's logprobs (echo with logprobs, or echo of "
+                "a token-id prompt)",
+                param="echo",
+            )
+
     @property
     def enable_thinking(self) -> bool | None:
         value = self.chat_template_kwargs.get("enable_thinking")
@@ -228,8 +287,11 @@ class GenerateRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class Usage(msgspec.Struct, kw_only=True):
+    """Tokens of one choice; ``cached_tokens``: prompt tokens the engine took from its prefix cache, if it says."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -237,8 +299,10 @@ class Usage(msgspec.Struct, kw_only=True):
 
 
 class TokenLogprob(msgspec.Struct, kw_only=True):
+    """One token's log probability (None for a prompt's first token: nothing precedes it)."""
+
     token: str
-    logprob: float
+    logprob: float | None
     top_logprobs: list[tuple[str, float]] = msgspec.field(default_factory=list)
 
 
@@ -250,6 +314,9 @@ class Chunk(msgspec.Struct, kw_only=True, omit_defaults=True):
     "tool_calls") and ``usage``.  ``reasoning`` is filled by the core when it
     splits a reasoning model's thoughts from its answer; engines that split
     themselves may fill it too.  ``index`` is the choice number when n > 1.
+    ``tool_calls`` holds OpenAI streaming deltas: a call's first delta has
+    ``index``, ``id``, ``type`` and the whole ``function.name``, later ones
+    ``index`` and ``function.arguments`` fragments.
     """
 
     text: str = ""
@@ -259,11 +326,15 @@ class Chunk(msgspec.Struct, kw_only=True, omit_defaults=True):
     usage: Usage | None = None
     logprobs: list[TokenLogprob] | None = None
     tool_calls: list[dict[str, Any]] | None = None
+    prompt_logprobs: list[TokenLogprob] | None = None
     index: int = 0
 
 
 class EmbedRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Texts to embed, or (``input_ids``, then ``input`` is empty) token-id lists."""
+
     input: list[str]
+    input_ids: list[list[int]] | None = None
     dimensions: int | None = None
 
 

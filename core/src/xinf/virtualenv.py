@@ -39,7 +39,7 @@ from xinf.settings import Settings
 
 log = logging.getLogger(__name__)
 META = "xinf-venv.json"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")  # \Z: '$' would let a trailing newline through
 
 
 def root(settings: Settings) -> Path:
@@ -95,7 +95,9 @@ def ensure(settings: Settings, engine: str, packages: list[str], find_links: lis
         command += ["--disable-pip-version-check", "--no-input", "--progress-bar", "off"]
         if not settings.virtual_env_skip_installed:
             command.append("--ignore-installed")
-        for link in find_links:
+        if settings.virtual_env_index_url:
+            command += ["--index-url", settings.virtual_env_index_url]
+        for link in [*settings.virtual_env_find_links, *find_links]:  # the launch's own: only when allowed
             command += ["--find-links", link]
         _run([*command, *packages], f"install {' '.join(packages)} into the virtual environment")
         meta = {

@@ -13,8 +13,10 @@ from typing import Any
 import click
 
 from xinf.cli import ops
+from xinf.cli.catalog import catalog
 from xinf.cli.options import client, echo_json, endpoint_option, json_option
 from xinf.cli.table import render
+from xinf.types import MODEL_TYPES
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,7 +39,25 @@ def cli() -> None:
 @click.option(
     "--api-key",
     default=None,
-    help="Require 'Authorization: Bearer KEY' on every route but /health (default: $XINF_API_KEY).",
+    help="Admin key (visible in ps: prefer $XINF_API_KEY or --api-key-file).",
+)
+@click.option(
+    "--api-key-file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="File of 'admin KEY' / 'inference KEY' lines, KEY or sha256:HEX ($XINF_API_KEYS_FILE).",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    default=None,
+    metavar="IPS",
+    help="Comma-separated proxies whose X-Forwarded-For is trusted ($XINF_FORWARDED_ALLOW_IPS; default: none).",
+)
+@click.option(
+    "--cors-allow-origins",
+    default=None,
+    metavar="ORIGINS",
+    help="Comma-separated browser origins allowed to call the API, or '*' ($XINF_CORS_ALLOW_ORIGINS; default: none).",
 )
 @click.option(
     "--cluster",
@@ -53,6 +73,9 @@ def serve(
     log_level: str,
     access_log: bool,
     api_key: str | None,
+    api_key_file: str | None,
+    forwarded_allow_ips: str | None,
+    cors_allow_origins: str | None,
     cluster: str | None,
 ) -> None:
     """Start the server."""
@@ -70,6 +93,13 @@ def serve(
         raise click.ClickException(str(exc)) from None
     if api_key:
         settings.api_key = api_key
+        click.echo("warning: --api-key shows in the process list; use $XINF_API_KEY or --api-key-file", err=True)
+    from xinf.server import connections, security
+
+    try:
+        security.apply_options(settings, api_key_file, forwarded_allow_ips, cors_allow_origins)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
     joined = None
     if cluster:
         joined = join_cluster(cluster)
@@ -81,6 +111,8 @@ def serve(
     except ImportError:
         loop = "asyncio"
     click.echo(f"xinf serving on http://{host}:{port} (home {settings.home})", err=True)
+    for note in security.startup_notes(settings, host):
+        logging.getLogger("xinf.server").warning(note)
     uvicorn.run(
         app,
         host=host,
@@ -89,6 +121,10 @@ def serve(
         access_log=access_log,
         loop=loop,
         timeout_graceful_shutdown=10,
+        # X-Forwarded-For only from the proxies the operator names (uvicorn trusts 127.0.0.1 by default).
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
+        **connections.configure(settings),
     )
 
 
@@ -137,8 +173,14 @@ def parse_extra(args: list[str]) -> dict[str, Any]:
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("-n", "--model-name", help="Built-in or registered model name.")
+@click.option(
+    "-t",
+    "--model-type",
+    type=click.Choice(["LLM", "embedding", "rerank", "audio", "image"]),
+    help="The model's type (default: the catalogue's, or guessed from --model-path's files).",
+)
 @click.option("-en", "--model-engine", help="Engine to use (default: the best match).")
-@click.option("-f", "--model-format", help="pytorch, ggufv2, gptq, awq, fp8, fp4, bnb or mlx.")
+@click.option("-f", "--model-format", help="pytorch, ggufv2, gptq, awq, fp8, fp4, bnb, mlx, ctranslate2 or onnx.")
 @click.option("-s", "--size-in-billions", help="Model size in billions of parameters.")
 @click.option("-q", "--quantization", help="Quantization, as listed by the model's family.")
 @click.option("-u", "--model-uid", help="Name to serve the model under (default: the model name).")
@@ -182,6 +224,7 @@ def launch(ctx: click.Context, /, **kw: Any) -> None:
         raise click.UsageError("give --model-name or --model-path")
     body: dict[str, Any] = {
         "model_name": kw["model_name"],
+        "model_type": kw["model_type"],
         "model_uid": kw["model_uid"],
         "model_engine": kw["model_engine"],
         "model_format": kw["model_format"],
@@ -251,8 +294,11 @@ def print_plan(plan: dict[str, Any]) -> None:
         layers = f"{r['gpu_layers']}/{est.get('total_layers', '?')}" if r.get("gpu_layers") is not None else "-"
         total = format_bytes(est["weights"] + est["kv_cache"] + est["overhead"]) if est else "unknown"
         node = [(r.get("node") or "")[:12]] if nodes else []
-        rows.append((r.get("replica", 0), *node, devices, reserved, layers, total))
-    headers = ["REPLICA", *(["NODE"] if nodes else []), "DEVICES", "RESERVED", "GPU LAYERS", "ESTIMATE"]
+        host = format_bytes(r["host"]) if r.get("host") else "-"
+        cores = replica_cores([r])
+        rows.append((r.get("replica", 0), *node, devices, reserved, layers, host, cores, total))
+    headers = ["REPLICA", *(["NODE"] if nodes else []), "DEVICES", "RESERVED", "GPU LAYERS", "HOST MEMORY", "CORES"]
+    headers.append("ESTIMATE")
     click.echo(render(headers, rows))
 
 
@@ -345,17 +391,23 @@ def list_models(endpoint: str, api_key: str | None, as_json: bool) -> None:
             m["model_format"],
             m.get("model_size_in_billions"),
             m.get("quantization"),
-            sum(1 for r in m.get("replicas", []) if r["status"] == "ready"),
-            m["replica"],
+            f"{sum(1 for r in m.get('replicas', []) if r['status'] == 'ready')}/{m['replica']}",
+            replica_cores(m.get("replicas", [])),
             m["status"] + (f": {m['error']}" if m.get("error") else ""),
         )
         for m in data
     ]
-    ready = [(*r[:6], f"{r[6]}/{r[7]}", r[8]) for r in rows]
-    click.echo(render(["UID", "NAME", "ENGINE", "FORMAT", "SIZE(B)", "QUANT", "REPLICAS", "STATUS"], ready))
+    click.echo(render(["UID", "NAME", "ENGINE", "FORMAT", "SIZE(B)", "QUANT", "REPLICAS", "CORES", "STATUS"], rows))
     if loras:
         click.echo()
         click.echo(render(["ADAPTER", "MODEL", "PATH"], loras))
+
+
+def replica_cores(replicas: list[dict[str, Any]]) -> str:
+    """Each replica's CPU cores, ``0-1 | 2-3``; ``-`` where cores are not placed."""
+    from xinf.cores import ranges
+
+    return " | ".join(ranges(r.get("cores") or []) or "-" for r in replicas) or "-"
 
 
 @cli.command()
@@ -416,7 +468,7 @@ def spec_label(spec: dict[str, Any]) -> str:
 
 @cli.command()
 @click.option("--file", "path", required=True, type=click.Path(exists=True, dir_okay=False), help="Model JSON.")
-@click.option("-t", "--model-type", default="LLM", show_default=True, type=click.Choice(["LLM", "embedding"]))
+@click.option("-t", "--model-type", default="LLM", show_default=True, type=click.Choice(MODEL_TYPES))
 @click.option("--persist", is_flag=True, help="Keep the registration across restarts.")
 @endpoint_option
 @json_option
@@ -439,7 +491,7 @@ def register(path: str, model_type: str, persist: bool, endpoint: str, api_key: 
 
 @cli.command()
 @click.argument("model_name")
-@click.option("-t", "--model-type", default="LLM", show_default=True, type=click.Choice(["LLM", "embedding"]))
+@click.option("-t", "--model-type", default="LLM", show_default=True, type=click.Choice(MODEL_TYPES))
 @endpoint_option
 @json_option
 def unregister(model_name: str, model_type: str, endpoint: str, api_key: str | None, as_json: bool) -> None:
@@ -452,20 +504,40 @@ def unregister(model_name: str, model_type: str, endpoint: str, api_key: str | N
 
 
 @cli.command()
-@click.option("-t", "--model-type", default="LLM", show_default=True, type=click.Choice(["LLM", "embedding"]))
-@click.option("--all", "show_all", is_flag=True, help="Include built-in models.")
+@click.option("-t", "--model-type", default=None, help="LLM, embedding, rerank, ... (default: every type)")
+@click.option("--all", "show_all", is_flag=True, help="Include built-in models (the catalogue).")
+@click.option("-s", "--search", default=None, help="Only names containing this text.")
+@click.option("-a", "--ability", default=None, help="Only models with this ability (chat, embed, reasoning, ...).")
 @endpoint_option
 @json_option
-def registrations(model_type: str, show_all: bool, endpoint: str, api_key: str | None, as_json: bool) -> None:
-    """List registered models (custom ones; --all adds built-ins)."""
-    data = client(endpoint, api_key).get(f"/v1/model_registrations/{model_type}", params={"detailed": "true"})
+def registrations(
+    model_type: str | None,
+    show_all: bool,
+    search: str | None,
+    ability: str | None,
+    endpoint: str,
+    api_key: str | None,
+    as_json: bool,
+) -> None:
+    """List registered models (custom ones; --all adds built-ins), searchable by name, type and ability."""
+    http = client(endpoint, api_key)
+    types = [model_type] if model_type else ["LLM", "embedding", "rerank", "audio", "image"]
+    data = [m for t in types for m in http.get(f"/v1/model_registrations/{t}", params={"detailed": "true"})]
     if not show_all:
         data = [m for m in data if not m["is_builtin"]]
+    if search:
+        data = [m for m in data if search.lower() in m["model_name"].lower()]
+    if ability:
+        data = [m for m in data if ability.lower() in (a.lower() for a in m.get("abilities", []))]
     if as_json:
         echo_json(data)
         return
     if not data:
-        click.echo("no custom models registered" + ("" if show_all else " (--all shows built-ins)"))
+        click.echo(
+            "no models match"
+            if search or ability
+            else "no custom models registered" + ("" if show_all else " (--all shows built-ins)")
+        )
         return
     rows = []
     for m in data:
@@ -530,6 +602,7 @@ def devices(endpoint: str, api_key: str | None, as_json: bool) -> None:
 
 
 ops.register(cli)  # cached, remove-cache, virtualenvs
+cli.add_command(catalog)  # catalog import
 
 
 def main() -> None:

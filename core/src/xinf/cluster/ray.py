@@ -33,7 +33,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from xinf import devices
 from xinf.replica import protocol as p
-from xinf.replica.handle import HealthCheck, ReplicaDied, ReplicaHandle
+from xinf.replica.handle import HealthCheck, ReplicaDied, ReplicaHandle, _ending
 from xinf.types import Device, Hardware, Node
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,7 @@ class RayCluster:
                     memory_total=hw.memory_total,
                     memory_available=hw.memory_available,
                     local=node == self.local_node,
+                    cores=hw.cores,
                 )
             )
             found += [msgspec.structs.replace(d, node=node) for d in hw.devices]
@@ -378,7 +379,7 @@ class RayReplica(ReplicaHandle):
 
     def _gone(self) -> str:
         if self.returncode is not None:
-            return f"replica on node {self.node_address} exited with code {self.returncode}"
+            return f"replica on node {self.node_address} {_ending(self.returncode)}"
         return f"replica on node {self.node_address} was lost: {self.reason or 'its actor ended'}"
 
     def tail(self, lines: int = 30) -> str:

@@ -16,6 +16,11 @@ SKIP_DIRS = ("onnx/", "openvino/", "original/", "coreml/", "tf/", "flax/")
 def select(paths: list[str], spec: ModelSpec) -> list[str]:
     """The subset of ``paths`` to download for ``spec``."""
     src = spec.source
+    if src.parts:  # a split GGUF: every part, the engine opens the first
+        missing = [part for part in src.parts if part not in paths]
+        if missing:
+            raise LaunchError(f"{', '.join(missing)} not in the repository", param="quantization")
+        return list(src.parts)
     if src.file:
         if src.file not in paths:
             raise LaunchError(

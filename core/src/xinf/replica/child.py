@@ -21,13 +21,19 @@ import traceback
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
+import msgspec
+
+from xinf import cores
 from xinf.errors import InvalidRequest, LaunchError, XinfError
+from xinf.operations import BY_HOOK
 from xinf.plugins import PluginHost
 from xinf.reasoning import ReasoningSplitter
 from xinf.replica import protocol as p
+from xinf.toolcalls.stream import ToolCallStream
 from xinf.types import Chunk, GenerateRequest, ModelSpec
 
 log = logging.getLogger("xinf.replica")
+CALLABLE_HOOKS = ("convert_ids_to_tokens", "update_adapters")  # optional per-model hooks the server may call by name
 
 
 class Outlet(Protocol):
@@ -71,8 +77,9 @@ class Replica:
         self.generate_fn: Callable[..., Any] | None = None
         self.embed_fn: Callable[..., Any] | None = None
         self.unload_fn: Callable[..., Any] | None = None
-        self.adapters_fn: Callable[..., Any] | None = None
+        self.host: PluginHost | None = None
         self.engine = ""
+        self.info: dict[str, Any] = {}
 
     def send(self, frame: p.Frame) -> None:
         self.outlet.send(frame)
@@ -85,7 +92,10 @@ class Replica:
         if not info.ok:
             raise LaunchError(f"engine {launch.engine!r} failed to load: {info.error}")
         self.spec = launch.spec
+        self.host, self.engine = host, launch.engine
         self.enable_thinking = launch.enable_thinking
+        # Pinned before the engine starts its thread pools, which size themselves to what they may use.
+        cpus = cores.pin(launch.placement.cores)
         result = host.hook(launch.engine, "load")(spec=launch.spec, options=launch.options, placement=launch.placement)
         self.model = await result if inspect.isawaitable(result) else result
         if host.has_hook(launch.engine, "generate"):
@@ -94,37 +104,27 @@ class Replica:
             self.embed_fn = host.hook(launch.engine, "embed")
         if host.has_hook(launch.engine, "unload"):
             self.unload_fn = host.hook(launch.engine, "unload")
-        if host.has_hook(launch.engine, "update_adapters"):
-            self.adapters_fn = host.hook(launch.engine, "update_adapters")
-        self.engine = launch.engine
+        # What the server shows per replica: the real CPUs pinned and the threads the engine runs.
+        self.info = {"cpus": cpus, "threads": getattr(self.model, "threads", None)}
+        # The context one request may use (llama.cpp: a slot's share of n_ctx), shown by GET /v1/models.
+        context = getattr(self.model, "context_length", None)
+        if isinstance(context, int) and context > 0:
+            self.info["context_length"] = context
 
     # ------------------------------------------------------------ requests
 
-    def submit(self, frame: p.Generate | p.Embed) -> None:
+    def submit(self, frame: p.Generate | p.Embed | p.Call) -> None:
         """Serve one request in its own task (``cancel`` ends it); the replica process is already running."""
-        coro = self.generate(frame) if isinstance(frame, p.Generate) else self.embed(frame)
+        if isinstance(frame, p.Generate):
+            coro = self.generate(frame)
+        elif isinstance(frame, p.Embed):
+            coro = self.embed(frame)
+        else:
+            coro = self.call(frame)
         task = asyncio.get_running_loop().create_task(self.guard(frame.id, coro))
         rid = frame.id
         self.tasks[rid] = task
         task.add_done_callback(lambda _task: self.tasks.pop(rid, None))
-
-    def submit_adapters(self, frame: p.Adapters) -> None:
-        """Change the model's LoRA adapters in a task of its own; ``Pong`` says it is done."""
-        task = asyncio.get_running_loop().create_task(self.guard(frame.id, self.update_adapters(frame)))
-        self.tasks[frame.id] = task
-        task.add_done_callback(lambda _task: self.tasks.pop(frame.id, None))
-
-    async def update_adapters(self, frame: p.Adapters) -> None:
-        if self.adapters_fn is None:
-            raise InvalidRequest(
-                f"the {self.engine} engine cannot add or remove LoRA adapters on a running model; "
-                "launch it again with the adapters wanted",
-                param="model",
-            )
-        result = self.adapters_fn(model=self.model, add=frame.add, remove=frame.remove)
-        if inspect.isawaitable(result):
-            await result
-        self.send(p.Pong(id=frame.id))
 
     def cancel(self, rid: int) -> None:
         task = self.tasks.get(rid)
@@ -158,6 +158,10 @@ class Replica:
 
     async def stream(self, rid: int, request: GenerateRequest, index: int) -> None:
         assert self.generate_fn is not None
+        tools = ToolCallStream.for_request(self.spec, request, getattr(self.model, "constrains_tool_calls", False))
+        if tools is not None and tools.forced and self.spec is not None and self.spec.is_reasoning:
+            # The grammar allows only the call: a reasoning model is asked not to think first.
+            request = _replace(request, chat_template_kwargs={**request.chat_template_kwargs, "enable_thinking": False})
         splitter = self.splitter(request)
         chunks: AsyncIterator[Chunk] = self.generate_fn(model=self.model, request=request)
         try:
@@ -169,6 +173,8 @@ class Replica:
                         more_reasoning, more_text = splitter.flush()
                         chunk.reasoning += more_reasoning
                         chunk.text += more_text
+                if tools is not None:
+                    tools.apply(chunk)
                 chunk.index = index
                 self.send(p.Out(id=rid, chunk=chunk))
                 if self.outlet.backlog() > 1 << 20:
@@ -192,6 +198,43 @@ class Replica:
         if inspect.isawaitable(result):
             result = await result
         self.send(p.Embedded(id=frame.id, result=result))
+
+    async def call(self, frame: p.Call) -> None:
+        if frame.hook in BY_HOOK:
+            await self.operation(frame)
+            return
+        if frame.hook not in CALLABLE_HOOKS:
+            raise XinfError(f"{frame.hook!r} cannot be called on a replica")
+        if self.host is None or not self.host.has_hook(self.engine, frame.hook):
+            raise InvalidRequest(f"engine {self.engine} does not implement {frame.hook}", param="model")
+        result = self.host.hook(self.engine, frame.hook)(model=self.model, **frame.args)
+        if inspect.isawaitable(result):
+            result = await result
+        self.send(p.Returned(id=frame.id, value=result))
+
+    async def operation(self, frame: p.Call) -> None:
+        """A request of another model type (``xinf.operations``): its hook, one value back or a stream of pieces."""
+        op = BY_HOOK[frame.hook]
+        if self.host is None or not self.host.has_hook(self.engine, op.hook):
+            name = self.spec.name if self.spec else ""
+            raise InvalidRequest(
+                f"model {name!r} cannot serve {op.hook} requests (engine {self.engine} has no such hook)"
+            )
+        request: Any = msgspec.convert(frame.args.get("request"), op.request)
+        result = self.host.hook(self.engine, op.hook)(model=self.model, request=request)
+        if not op.streams:
+            if inspect.isawaitable(result):
+                result = await result
+            self.send(p.Returned(id=frame.id, value=result))
+            return
+        try:
+            async for piece in result:
+                self.send(p.Piece(id=frame.id, value=piece))
+                if self.outlet.backlog() > 1 << 20:
+                    await self.outlet.drain()
+        finally:
+            await result.aclose()
+        self.send(p.Done(id=frame.id))
 
     async def shutdown(self) -> None:
         for task in list(self.tasks.values()):
@@ -236,21 +279,19 @@ async def serve_stream(reader: asyncio.StreamReader, outlet: Outlet) -> int:
         replica.send(p.Fail(id=0, status=getattr(exc, "status", 400), error=error))
         await outlet.drain()
         return 1
-    replica.send(p.Hello(pid=os.getpid(), info={}))
+    replica.send(p.Hello(pid=os.getpid(), info=replica.info))
     print(f"replica ready: {launch.spec.name} on engine {launch.engine} (pid {os.getpid()})", flush=True)
     while True:
         try:
             frame = await p.read_frame(reader)
         except (asyncio.IncompleteReadError, ConnectionError):
             break  # the server went away: nobody is left to serve
-        if isinstance(frame, (p.Generate, p.Embed)):
+        if isinstance(frame, (p.Generate, p.Embed, p.Call)):
             replica.submit(frame)
         elif isinstance(frame, p.Cancel):
             replica.cancel(frame.id)
         elif isinstance(frame, p.Ping):
             replica.send(p.Pong(id=frame.id))
-        elif isinstance(frame, p.Adapters):
-            replica.submit_adapters(frame)
         elif isinstance(frame, p.Shutdown):
             break
     await replica.shutdown()

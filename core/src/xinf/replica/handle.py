@@ -14,7 +14,9 @@ import asyncio
 import itertools
 import logging
 import os
+import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,9 @@ from typing import Any
 import msgspec
 
 from xinf import errors
+from xinf.operations import Request, Result, operation
 from xinf.replica import protocol as p
-from xinf.types import Chunk, EmbedRequest, EmbedResult, GenerateRequest, LoraAdapter
+from xinf.types import Chunk, EmbedRequest, EmbedResult, GenerateRequest
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,9 @@ class ReplicaHandle:
         self.stopping = False
         self.connected = False
         self.exited: asyncio.Future[int | None] | None = None
+        self.last_progress = time.monotonic()  # the progress watchdog's clock (xinf.watchdog)
+        self.ended_by: str | None = None  # why the server ended it, for the requests it ends
+        self.deadline: float | None = None  # XINF_REQUEST_TIMEOUT: seconds a generation may take
 
     @property
     def ready(self) -> bool:
@@ -135,7 +141,7 @@ class ReplicaHandle:
 
     def _gone(self) -> str:
         """How the replica ended, in words ("replica process exited with code 9")."""
-        return f"replica exited with code {self.returncode}"
+        return f"replica {_ending(self.returncode)}"
 
     def tail(self, lines: int = 30) -> str:
         """The last lines of its output, headed by where they come from ("" when not at hand)."""
@@ -226,9 +232,12 @@ class ReplicaHandle:
                     continue
                 queue = self.pending.get(rid)
                 if queue is not None:
+                    self.last_progress = time.monotonic()
                     queue.put_nowait(frame)
                     continue
                 waiter = self.waiters.pop(rid, None)
+                if waiter is not None and type(frame) is not p.Pong:
+                    self.last_progress = time.monotonic()
                 if waiter is not None and not waiter.done():
                     waiter.set_result(frame)
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
@@ -306,9 +315,14 @@ class ReplicaHandle:
         rid = next(self.ids)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self.pending[rid] = queue
+        if self.inflight == 0:
+            self.last_progress = time.monotonic()  # an idle replica has nothing to be late with
         self.inflight += 1
         finished = False
         timer = _KeepaliveTimer(queue, keepalive) if keepalive else None
+        deadline = None
+        if self.deadline:
+            deadline = asyncio.get_running_loop().call_later(self.deadline, queue.put_nowait, _DEADLINE)
         try:
             self._send(p.Generate(id=rid, request=request, n=n))
             while True:
@@ -325,12 +339,18 @@ class ReplicaHandle:
                 elif type(frame) is p.Fail:
                     finished = True
                     raise errors.from_dict(frame.status, frame.error)
+                elif frame is _DEADLINE:
+                    raise RequestTimeout(
+                        f"the request took longer than this server's limit of {self.deadline:g}s (XINF_REQUEST_TIMEOUT)"
+                    )
                 else:
                     finished = True
-                    raise ReplicaDied(f"{self.name} stopped while generating ({self._gone()}); retry the request")
+                    raise ReplicaDied(await self._death_notice("generating"))
         finally:
             if timer is not None:
                 timer.cancel()
+            if deadline is not None:
+                deadline.cancel()
             self.pending.pop(rid, None)
             self.inflight -= 1
             if not finished and self.status == "ready":
@@ -339,35 +359,97 @@ class ReplicaHandle:
                 except ReplicaDied:
                     pass
 
-    async def _round_trip(self, frame: p.Embed | p.Ping | p.Adapters, timeout: float | None = None) -> Any:
-        """Send a frame that has exactly one reply (an embedding, a pong) and wait for that reply."""
+    async def _round_trip(self, frame: p.Embed | p.Call | p.Ping, timeout: float | None = None) -> Any:
+        """Send a frame that has exactly one reply (an embedding, a hook's value, a pong) and wait for that reply."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
         self.waiters[frame.id] = waiter
-        request = type(frame) is p.Embed  # pings do not make a replica look busy
+        request = type(frame) is not p.Ping  # pings do not make a replica look busy
         self.inflight += request
         try:
-            if type(frame) is p.Ping:
-                self._send_control(frame)
-            else:
+            if request:
                 self._send(frame)
+            else:
+                self._send_control(frame)
             result = await asyncio.wait_for(waiter, timeout)
         finally:
             self.waiters.pop(frame.id, None)
             self.inflight -= request
         if result is _DIED:
-            raise ReplicaDied(f"{self.name} stopped while serving; retry the request")
+            raise ReplicaDied(await self._death_notice("serving"))
         if isinstance(result, p.Fail):
             raise errors.from_dict(result.status, result.error)
         return result
+
+    async def _death_notice(self, doing: str) -> str:
+        """What a request that the replica's end cut short tells its client."""
+        if self.ended_by:
+            return f"{self.ended_by}; retry the request"
+        if self.returncode is None and self.exited is not None:
+            # The connection drops a moment before the exit status is known.
+            try:
+                self.returncode = await asyncio.wait_for(asyncio.shield(self.exited), 2.0)
+            except (asyncio.TimeoutError, Exception):
+                pass
+        return f"{self.name} stopped while {doing} ({self._gone()}); retry the request"
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         frame = await self._round_trip(p.Embed(id=next(self.ids), request=request))
         return frame.result  # type: ignore[no-any-return]
 
-    async def update_adapters(self, add: list[LoraAdapter], remove: list[str]) -> None:
-        """Add and remove LoRA adapters in this replica (the engine's ``update_adapters`` hook)."""
-        await self._round_trip(p.Adapters(id=next(self.ids), add=add, remove=remove))
+    async def call(self, hook: str, **args: Any) -> Any:
+        """The value of the engine's optional ``hook`` for this replica's model."""
+        frame = await self._round_trip(p.Call(id=next(self.ids), hook=hook, args=args))
+        return frame.value
+
+    async def serve(self, request: Request) -> Result:
+        """The result of a request of ``xinf.operations`` whose hook returns one value (rerank, transcribe...)."""
+        op = operation(request)
+        frame = await self._round_trip(p.Call(id=next(self.ids), hook=op.hook, args={"request": request}))
+        return msgspec.convert(frame.value, op.result)
+
+    async def stream(self, request: Request) -> AsyncIterator[Result]:
+        """The results of a request whose hook streams (speech); closing the iterator cancels it there."""
+        op = operation(request)
+        rid = next(self.ids)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.pending[rid] = queue
+        if self.inflight == 0:
+            self.last_progress = time.monotonic()
+        self.inflight += 1
+        finished = False
+        deadline = None
+        if self.deadline:
+            deadline = asyncio.get_running_loop().call_later(self.deadline, queue.put_nowait, _DEADLINE)
+        try:
+            self._send(p.Call(id=rid, hook=op.hook, args={"request": request}))
+            while True:
+                frame = await queue.get()
+                if type(frame) is p.Piece:
+                    yield msgspec.convert(frame.value, op.result)
+                elif type(frame) is p.Done:
+                    finished = True
+                    return
+                elif type(frame) is p.Fail:
+                    finished = True
+                    raise errors.from_dict(frame.status, frame.error)
+                elif frame is _DEADLINE:
+                    raise RequestTimeout(
+                        f"the request took longer than this server's limit of {self.deadline:g}s (XINF_REQUEST_TIMEOUT)"
+                    )
+                else:
+                    finished = True
+                    raise ReplicaDied(await self._death_notice("serving"))
+        finally:
+            if deadline is not None:
+                deadline.cancel()
+            self.pending.pop(rid, None)
+            self.inflight -= 1
+            if not finished and self.status == "ready":
+                try:
+                    self._send(p.Cancel(id=rid))
+                except ReplicaDied:
+                    pass
 
     async def ping(self, timeout: float) -> None:
         await self._round_trip(p.Ping(id=next(self.ids)), timeout)
@@ -456,7 +538,7 @@ class ProcessReplica(ReplicaHandle):
             self.writer.close()
 
     def _gone(self) -> str:
-        return f"replica process exited with code {self.returncode}"
+        return f"replica process {_ending(self.returncode)}"
 
     def tail(self, lines: int = 30) -> str:
         last = log_tail(self.log_path, lines)
@@ -479,6 +561,29 @@ class ProcessReplica(ReplicaHandle):
     def kill(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()
+
+
+class RequestTimeout(errors.XinfError):
+    """A generation ran past XINF_REQUEST_TIMEOUT (504)."""
+
+    status = 504
+    type = "timeout_error"
+
+
+_DEADLINE = object()  # queued when a request's XINF_REQUEST_TIMEOUT passes
+
+
+def _ending(code: int | None) -> str:
+    """How a process ended, in words: never "exit code None"."""
+    if code is None:
+        return "ended (its connection closed; exit status unknown)"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name}"
+    return f"exited with code {code}"
 
 
 class _KeepaliveTimer:

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from xinf.types import Chunk, EmbedRequest, EmbedResult, GenerateRequest, LoraAdapter, ModelSpec, Placement
+from xinf.types import Chunk, EmbedRequest, EmbedResult, GenerateRequest, ModelSpec, Placement
 
 HEADER = struct.Struct(">I")
 MAX_FRAME = 256 << 20
@@ -45,6 +45,16 @@ class Embed(Frame):
     request: EmbedRequest
 
 
+class Call(Frame):
+    """An engine hook called by name with the loaded model and ``args``: ``convert_ids_to_tokens``, and the hooks of
+    the other model types (``rerank``, ``transcribe``, ``speech``, ``text_to_image``: ``args["request"]`` is a
+    request struct of ``xinf.operations``)."""
+
+    id: int
+    hook: str
+    args: dict[str, Any]
+
+
 class Cancel(Frame):
     id: int
 
@@ -55,14 +65,6 @@ class Ping(Frame):
 
 class Shutdown(Frame):
     pass
-
-
-class Adapters(Frame):
-    """Add and remove LoRA adapters on a running model; answered by ``Pong`` or ``Fail``."""
-
-    id: int
-    add: list[LoraAdapter]
-    remove: list[str]
 
 
 # replica -> server
@@ -97,7 +99,37 @@ class Pong(Frame):
     id: int
 
 
-AnyFrame = Launch | Generate | Embed | Cancel | Ping | Shutdown | Hello | Out | Done | Fail | Embedded | Pong | Adapters
+class Returned(Frame):
+    """The value of a ``Call``: a plain value, or a result struct of ``xinf.operations`` (sent as a map)."""
+
+    id: int
+    value: Any
+
+
+class Piece(Frame):
+    """One value of a ``Call`` whose hook streams (``speech``); ``Done`` follows the last."""
+
+    id: int
+    value: Any
+
+
+AnyFrame = (
+    Launch
+    | Generate
+    | Embed
+    | Call
+    | Cancel
+    | Ping
+    | Shutdown
+    | Hello
+    | Out
+    | Done
+    | Fail
+    | Embedded
+    | Pong
+    | Returned
+    | Piece
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[AnyFrame] = msgspec.msgpack.Decoder(AnyFrame)

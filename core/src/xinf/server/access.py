@@ -2,19 +2,19 @@
 
 Pure ASGI (not starlette's ``BaseHTTPMiddleware``) so that streamed responses
 pass through untouched and an allowed request costs one dict lookup, one
-membership test and one constant-time compare.  The middleware is only
-installed when ``XINFERENCE_ALLOWED_IPS`` or an API key is set (``create_app``).
+membership test and a few constant-time compares.  It is always installed:
+without an admin key, admin routes answer only loopback clients.
 """
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from xinf.errors import AuthenticationError, PermissionDenied, XinfError
+from xinf.server.auth import ADMIN, KeyRing, bearer, is_loopback, needs_admin
 from xinf.server.http import encode_json
 from xinf.settings import SettingsError
 
@@ -27,7 +27,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Open without a key: liveness probes, the route Xinference clients call
 # before they send their key to learn whether one is needed, and the web page
 # (it holds no data; it asks for the key and sends it with its API calls).
-OPEN_PATHS = frozenset({"/health", "/v1/cluster/auth", "/"})
+OPEN_PATHS = frozenset({"/health", "/v1/cluster/auth", "/", "/token"})  # /token checks the key itself
 OPEN_PREFIX = "/web/"
 
 
@@ -73,56 +73,80 @@ class IPAllowlist:
 
 
 class AccessControl:
-    """Refuse clients outside ``allowed`` (403) and requests without a valid key (401)."""
+    """Refuse clients outside ``allowed`` (403), requests without a valid key (401), and admin routes to
+    anyone without the admin scope (403). See ``xinf.server.auth`` for the scopes."""
 
-    def __init__(self, app: ASGIApp, *, allowed: IPAllowlist | None, api_keys: list[str]):
+    def __init__(self, app: ASGIApp, *, allowed: IPAllowlist | None, keys: KeyRing):
         self.app = app
         self.allowed = allowed
-        self.keys = [f"Bearer {k}".encode() for k in api_keys]
+        self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)  # lifespan; no websocket routes exist
             return
-        if self.allowed is not None:
-            client = scope.get("client")
-            if not self.allowed.allows(client[0] if client else None):
-                await _refuse(send, PermissionDenied("your address is not allowed to use this server"))
-                return
-        if self.keys and not _open(scope["path"]) and not self._authorized(scope):
-            await _refuse(
-                send,
-                AuthenticationError(
-                    "missing or invalid API key: send the header 'Authorization: Bearer <key>'",
-                    code="invalid_api_key",
-                ),
-                {"www-authenticate": "Bearer"},
-            )
+        # The real peer, or the client a trusted proxy named (uvicorn rewrites scope["client"] only
+        # for the addresses in --forwarded-allow-ips).
+        client = scope.get("client")
+        host = client[0] if client else None
+        if self.allowed is not None and not self.allowed.allows(host):
+            await _refuse(send, PermissionDenied("your address is not allowed to use this server"))
             return
+        path = scope["path"]
+        if _open(path) or scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)  # CORS preflights carry no credentials
+            return
+        role = None
+        if not self.keys.empty:
+            token = _token(scope)
+            role = self.keys.role_of(token) if token is not None else None
+            if role is None:
+                await _refuse(
+                    send,
+                    AuthenticationError(
+                        "missing or invalid API key: send the header 'Authorization: Bearer <key>'",
+                        code="invalid_api_key",
+                    ),
+                    {"www-authenticate": "Bearer"},
+                    anthropic=path.startswith("/v1/messages"),
+                )
+                return
+        if needs_admin(scope["method"], path) and role != ADMIN:
+            if self.keys.has_admin:
+                await _refuse(send, PermissionDenied(f"{scope['method']} {path} needs an admin key"))
+                return
+            if not is_loopback(host):
+                await _refuse(
+                    send,
+                    PermissionDenied(
+                        f"{scope['method']} {path} is an admin route: without an admin key it answers only "
+                        "clients on the server's machine"
+                    ),
+                )
+                return
         await self.app(scope, receive, send)
 
-    def _authorized(self, scope: Scope) -> bool:
-        given = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                given = value
-                break
-        if given is None:
-            return False
-        ok = False
-        for key in self.keys:
-            # compare_digest takes time independent of where the first difference is;
-            # every key is compared so the time does not tell which one nearly matched.
-            ok |= hmac.compare_digest(given, key)
-        return ok
+
+def _token(scope: Scope) -> bytes | None:
+    """The key of ``Authorization: Bearer KEY``, or of ``x-api-key: KEY`` (Anthropic's clients send that)."""
+    other = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return bearer(value)
+        if name == b"x-api-key":
+            other = value.strip() or None
+    return other
 
 
 def _open(path: str) -> bool:
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIX)
 
 
-async def _refuse(send: Any, error: XinfError, headers: dict[str, str] | None = None) -> None:
-    body = encode_json({"error": error.to_dict(), "detail": error.message})
+async def _refuse(send: Any, error: XinfError, headers: dict[str, str] | None = None, anthropic: bool = False) -> None:
+    if anthropic:  # the Messages API's clients read Anthropic's error shape
+        body = encode_json({"type": "error", "error": {"type": error.type, "message": error.message}})
+    else:
+        body = encode_json({"error": error.to_dict(), "detail": error.message})
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": error.status, "headers": raw})

@@ -10,7 +10,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from xinf import placement
+from xinf import launchinputs, placement
 from xinf.errors import InvalidRequest, NotFound
 from xinf.registry import MODEL_TYPES, Family, parse_family
 from xinf.schemas import LAUNCH_FIELDS, LaunchRequest, RegisterRequest
@@ -41,6 +41,7 @@ async def launch(request: Request) -> Response:
     st = state(request)
     body = decode(await read_body(request, st.max_body), dict[str, Any])
     req, options = split_launch(body)
+    launchinputs.check_launch(req, options, st.settings)
     if query_flag(request, "dry_run", False):
         model, placements = await asyncio.to_thread(st.manager.dry_run, req, options)
         return json_response(
@@ -54,6 +55,10 @@ async def launch(request: Request) -> Response:
             }
         )
     model = await st.manager.prepare(req, options)
+    if req.autostart:
+        from xinf.server.lifecycle import autostart
+
+        autostart(st).upsert({"launch": {**body, "model_uid": model.uid}})
     if query_flag(request, "wait_ready", True):
         await st.manager.start(model)
     else:
@@ -155,7 +160,7 @@ def _model_type(request: Request) -> str:
     for known in MODEL_TYPES:
         if model_type.lower() == known.lower():
             return known
-    raise NotFound(f"unknown model type {model_type!r}; known: {', '.join(MODEL_TYPES)}", param="model_type")
+    raise InvalidRequest(f"xinf serves no {model_type!r} models (served: {', '.join(MODEL_TYPES)})", param="model_type")
 
 
 async def register(request: Request) -> Response:
@@ -171,8 +176,9 @@ async def register(request: Request) -> Response:
         raw = req.model
     if not isinstance(raw, dict):
         raise InvalidRequest("model must be a JSON object", param="model")
-    raw.setdefault("model_type", model_type)
-    family = parse_family(raw)
+    if "model_name" not in raw:
+        raw.setdefault("model_type", model_type)
+    family = parse_family(raw, model_type)
     if family.model_type != model_type:
         raise InvalidRequest(f"model_type {family.model_type!r} does not match the URL's {model_type!r}")
     st.registry.register(family, persist=req.persist)
@@ -194,19 +200,37 @@ async def registrations(request: Request) -> Response:
 
 async def registration(request: Request) -> Response:
     st = state(request)
-    _model_type(request)
-    return json_response(_family_json(st.registry.get(request.path_params["name"])))
+    return json_response(_family_json(_typed(st, _model_type(request), request.path_params["name"])))
 
 
 async def unregister(request: Request) -> Response:
     st = state(request)
-    _model_type(request)
+    _typed(st, _model_type(request), request.path_params["name"])
     family = st.registry.unregister(request.path_params["name"])
     return json_response({"model_name": family.name})
 
 
+def _typed(st: State, model_type: str, name: str) -> Family:
+    """The registration ``name`` of ``model_type``: another type's model of that name is not it."""
+    family = st.registry.get(name)
+    if family.model_type != model_type:
+        raise NotFound(f"no {model_type} model {name!r} is registered (it is a {family.model_type} model)")
+    return family
+
+
 def _family_json(family: Family) -> dict[str, Any]:
-    return msgspec.to_builtins(family)  # type: ignore[no-any-return]
+    """Our fields, plus Xinference's names for the ones its clients read."""
+    data: dict[str, Any] = msgspec.to_builtins(family)
+    data.update(
+        model_type=family.model_type,
+        model_name=family.name,
+        model_family=family.family or family.name,
+        model_ability=family.abilities,
+        model_description=family.description,
+        context_length=family.context_length,
+        is_builtin=family.builtin,
+    )
+    return data
 
 
 # ---------------------------------------------------------------- cluster
@@ -217,7 +241,8 @@ async def health(request: Request) -> Response:
 
 
 async def cluster_auth(request: Request) -> Response:
-    return json_response({"auth": bool(state(request).settings.api_key)})
+    s = state(request).settings
+    return json_response({"auth": bool(s.api_key or s.inference_api_keys or s.api_keys_file)})
 
 
 async def devices(request: Request) -> Response:
@@ -232,12 +257,16 @@ async def devices(request: Request) -> Response:
             "cpu_count": hardware.cpu_count,
             "memory_total": hardware.memory_total,
             "memory_available": hardware.memory_available,
+            "memory_reserved": ledger.reserved(placement.HOST),  # by replicas of this machine (outside a cluster)
+            "cores": hardware.cores,
+            "cores_held": ledger.cores.owners(None),  # replica -> its cores (outside a cluster)
             "cluster": cluster.address if cluster is not None else None,
             "nodes": [
                 {
                     **msgspec.to_builtins(n),
                     "reserved": ledger.reserved(placement.HOST, n.id),
                     "replicas": sorted(ledger.on_node(n.id)),
+                    "cores_held": ledger.cores.owners(n.id),
                 }
                 for n in hardware.nodes
             ],

@@ -11,18 +11,33 @@ from typing import TYPE_CHECKING, Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from xinf import storage
 from xinf.errors import InvalidRequest, NotFound, XinfError
 from xinf.manager import ModelManager
 from xinf.plugins import PluginHost
 from xinf.registry import Registry
-from xinf.server import access, admin, openai, web
 from xinf.server import adapters as adapter_routes
+from xinf.server import (
+    admin,
+    anthropic,
+    audio,
+    completions,
+    embeddings,
+    images,
+    lifecycle,
+    openai,
+    rerank,
+    security,
+    web,
+    xinference,
+)
 from xinf.server.http import error_response, json_response
 from xinf.server.openapi import document
+from xinf.server.request_id import RequestId
 from xinf.server.state import State, state
 from xinf.settings import Settings
 
@@ -50,6 +65,8 @@ async def metrics(request: Request) -> Response:
 
 def routes(settings: Settings) -> list[BaseRoute]:
     table: list[BaseRoute] = [
+        *xinference.routes(),  # fixed paths ahead of /v1/models/{uid} and friends
+        *lifecycle.routes(),
         Route("/health", admin.health, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/v1/models", openai.list_models, methods=["GET"]),
@@ -68,10 +85,17 @@ def routes(settings: Settings) -> list[BaseRoute]:
         Route("/v1/models/{uid}/adapters/{name}", adapter_routes.remove, methods=["DELETE"]),
         Route("/v1/models/{uid}/replicas/{replica_id}", admin.remove_replica, methods=["DELETE"]),
         Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
-        Route("/v1/completions", openai.completions, methods=["POST"]),
-        Route("/v1/embeddings", openai.embeddings, methods=["POST"]),
+        Route("/v1/completions", completions.completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings.embeddings, methods=["POST"]),
+        Route("/v1/messages", anthropic.messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", anthropic.count_tokens, methods=["POST"]),
+        Route("/v1/rerank", rerank.rerank, methods=["POST"]),
+        Route("/v1/audio/transcriptions", audio.transcriptions, methods=["POST"]),
+        Route("/v1/audio/translations", audio.translations, methods=["POST"]),
+        Route("/v1/audio/speech", audio.speech, methods=["POST"]),
+        Route("/v1/images/generations", images.generations, methods=["POST"]),
+        Route("/v1/images/files/{name}", images.image_file, methods=["GET"], name="image_file"),
         Route("/v1/engines", admin.engines, methods=["GET"]),
-        Route("/v1/engines/{model_name}", admin.engines, methods=["GET"]),
         Route("/v1/model_registrations/{model_type}", admin.registrations, methods=["GET"]),
         Route("/v1/model_registrations/{model_type}", admin.register, methods=["POST"]),
         Route("/v1/model_registrations/{model_type}/{name}", admin.registration, methods=["GET"]),
@@ -81,7 +105,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
     ]
     if not settings.disable_metrics:  # XINFERENCE_DISABLE_METRICS=1: no route at all (404)
         table.append(Route("/metrics", metrics, methods=["GET"]))
-    return table + web.routes()
+    return table + web.routes() + xinference.fallback_routes()
 
 
 async def on_xinf_error(request: Request, exc: Exception) -> Response:
@@ -96,7 +120,15 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     else:
         err = InvalidRequest(str(exc.detail))
         err.status = exc.status_code
-    return error_response(err)
+    response = error_response(err)
+    if exc.headers:  # 405 carries Allow
+        response.headers.update(exc.headers)
+    return response
+
+
+async def on_disconnect(request: Request, exc: Exception) -> Response:
+    # The client went away (or a body timeout closed it) while its body was read: nobody to answer.
+    return Response(status_code=499)
 
 
 async def on_crash(request: Request, exc: Exception) -> Response:
@@ -122,24 +154,29 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        tasks = [asyncio.ensure_future(_launch(manager, body)) for body in launch_at_start or []]
+        tasks: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(_launch(manager, body)) for body in launch_at_start or []
+        ]
+        tasks.append(asyncio.ensure_future(asyncio.to_thread(storage.sweep, settings.home)))
+        lifecycle.autostart(st).start_all()  # models marked for autostart come back with the server
         try:
             yield
         finally:
+            lifecycle.autostart(st).close()
             for task in tasks:
                 task.cancel()
             await manager.shutdown()
 
-    middleware = []
-    if settings.allowed_ips or settings.api_key:
-        allowed = access.IPAllowlist(access.parse_networks(settings.allowed_ips)) if settings.allowed_ips else None
-        keys = [settings.api_key] if settings.api_key else []
-        middleware.append(Middleware(access.AccessControl, allowed=allowed, api_keys=keys))
     app = Starlette(
         routes=routes(settings),
-        middleware=middleware,
+        middleware=[Middleware(RequestId), *security.middleware(settings)],
         lifespan=lifespan,
-        exception_handlers={XinfError: on_xinf_error, HTTPException: on_http_error, Exception: on_crash},
+        exception_handlers={
+            XinfError: on_xinf_error,
+            HTTPException: on_http_error,
+            ClientDisconnect: on_disconnect,
+            Exception: on_crash,
+        },
     )
     app.state.xinf = st
     app.state.openapi = None

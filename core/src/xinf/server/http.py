@@ -54,6 +54,9 @@ def decode(body: bytes, type: type[T]) -> T:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
     except UnicodeDecodeError as exc:
         raise InvalidRequest(f"the request body is not valid UTF-8: {exc}", code="invalid_json") from None
+    except RecursionError:
+        # msgspec stops at about 1,000 levels; finer limits per field are in xinf.server.limits.
+        raise InvalidRequest("the request body is nested too deeply", code="too_deep") from None
 
 
 def validation_error(exc: msgspec.ValidationError) -> InvalidRequest:

@@ -1,11 +1,10 @@
-"""OpenAI-compatible routes: chat completions, completions, embeddings, models."""
+"""OpenAI-compatible routes: chat completions and models (completions and embeddings have their own modules)."""
 
 from __future__ import annotations
 
-import base64
+import hashlib
 import logging
 import secrets
-import struct
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +15,8 @@ from starlette.responses import Response
 from xinf import adapters
 from xinf.errors import InvalidRequest
 from xinf.model import RunningModel
-from xinf.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling
+from xinf.schemas import ChatRequest, Sampling
+from xinf.server import limits
 from xinf.server.http import decode, json_response, read_body
 from xinf.server.state import State, state
 from xinf.server.streams import (
@@ -24,12 +24,12 @@ from xinf.server.streams import (
     chain,
     event_stream,
     first_and_rest,
-    merged,
     response_body,
     streamed,
     until_disconnect,
 )
-from xinf.types import Chunk, EmbedRequest, GenerateRequest, TokenLogprob
+from xinf.toolcalls.choice import check_tools
+from xinf.types import Chunk, GenerateRequest, TokenLogprob
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,34 @@ def keepalive(st: State, stream: bool) -> float | None:
 # ---------------------------------------------------------------- requests
 
 
+def fingerprint(st: State, model: RunningModel) -> str:
+    """OpenAI's ``system_fingerprint``: changes when xinf, the engine plugin or the model's build changes."""
+    from xinf import __version__
+
+    info = st.plugins.engines.get(model.engine)
+    spec = model.spec
+    build = f"{__version__}|{model.engine}|{info.version if info else ''}|{spec.name}|{spec.format}|"
+    build += f"{spec.size_in_billions}|{spec.quantization}"
+    return "fp_" + hashlib.sha256(build.encode()).hexdigest()[:10]
+
+
+def logit_bias(bias: dict[str, float] | None) -> dict[int, float] | None:
+    """OpenAI's ``{"token id": bias}``, checked: ids are integers, biases -100 to 100."""
+    if not bias:
+        return None
+    bad = [k for k in bias if not k.strip().isdigit()]
+    if bad:
+        raise InvalidRequest(f"logit_bias keys must be token ids (integers); not {bad[:5]}", param="logit_bias")
+    out = {int(k): float(v) for k, v in bias.items()}
+    wild = [k for k, v in out.items() if not -100 <= v <= 100]
+    if wild:
+        raise InvalidRequest(f"logit_bias values must be -100 to 100; token ids {wild[:5]} are not", param="logit_bias")
+    return out
+
+
 def sampling_fields(req: Sampling, st: State, max_tokens: int | None) -> dict[str, Any]:
+    if req.stream_options is not None and not req.stream:
+        raise InvalidRequest("stream_options is only allowed when stream is true", param="stream_options")
     cap = st.settings.max_tokens
     if max_tokens is None:
         max_tokens = cap
@@ -52,9 +79,8 @@ def sampling_fields(req: Sampling, st: State, max_tokens: int | None) -> dict[st
             f"max_tokens={max_tokens} is over this server's limit of {cap} (XINFERENCE_MAX_TOKENS)",
             param="max_tokens",
         )
-    if req.logit_bias:
-        raise InvalidRequest("logit_bias is not supported", param="logit_bias", code="unsupported_parameter")
     return {
+        "logit_bias": logit_bias(req.logit_bias),
         "max_tokens": max_tokens,
         "temperature": req.temperature,
         "top_p": req.top_p,
@@ -84,11 +110,15 @@ def chat_request(req: ChatRequest, model: RunningModel, st: State) -> GenerateRe
     elif "enable_thinking" not in kwargs and model.request.enable_thinking is not None:
         kwargs["enable_thinking"] = model.request.enable_thinking
     messages = [_message(m) for m in req.messages]
+    check_tools(req.tools, req.tool_choice, model.uid, model.spec.abilities)
+    # "none": the model may not call a tool, so it is not shown any (vLLM does the same).
+    calls_allowed = bool(req.tools) and req.tool_choice != "none"
     return GenerateRequest(
         messages=messages,
         logprobs=(req.top_logprobs or 0) if req.logprobs else None,
-        tools=req.tools,
-        tool_choice=req.tool_choice,
+        tools=req.tools if calls_allowed else None,
+        tool_choice=req.tool_choice if calls_allowed else None,
+        parallel_tool_calls=req.parallel_tool_calls,
         response_format=req.response_format,
         chat_template_kwargs=kwargs,
         **sampling_fields(req, st, req.max_completion_tokens or req.max_tokens),
@@ -104,14 +134,6 @@ def _message(message: Any) -> dict[str, Any]:
     if "content" not in out and message.role != "assistant":
         raise InvalidRequest(f"a {message.role} message needs content", param="messages")
     return out
-
-
-def completion_request(req: CompletionRequest, prompt: str, model: RunningModel, st: State) -> GenerateRequest:
-    if "generate" not in model.spec.abilities:
-        raise InvalidRequest(f"model {model.uid!r} cannot complete text", param="model")
-    if req.suffix:
-        raise InvalidRequest("suffix is not supported", param="suffix", code="unsupported_parameter")
-    return GenerateRequest(prompt=prompt, logprobs=req.logprobs, **sampling_fields(req, st, req.max_tokens or 16))
 
 
 # ---------------------------------------------------------------- logprobs
@@ -131,19 +153,6 @@ def chat_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
     }
 
 
-def completion_logprobs(items: list[TokenLogprob], offset: int) -> dict[str, Any]:
-    offsets = []
-    for t in items:
-        offsets.append(offset)
-        offset += len(t.token)
-    return {
-        "tokens": [t.token for t in items],
-        "token_logprobs": [t.logprob for t in items],
-        "top_logprobs": [dict(t.top_logprobs) for t in items],
-        "text_offset": offsets,
-    }
-
-
 # ---------------------------------------------------------------- chat
 
 
@@ -151,15 +160,21 @@ async def chat_completions(request: Request) -> Response:
     st = state(request)
     req = decode(await read_body(request, st.max_body), ChatRequest)
     model, adapter = adapters.lookup(st.manager, req.model, req.lora_name)
+    limits.check_chat(req, model.spec.abilities, model.uid, st.settings)
     gen = chat_request(req, model, st)
     gen.adapter = adapter
-    first, rest = await first_and_rest(model.generate(gen, req.n, keepalive(st, req.stream)))
     cid = f"chatcmpl-{secrets.token_hex(12)}"
+    tracked = st.requests.start(model.uid, req.request_id or cid, gen.max_tokens, req.n)
+    first, rest = await first_and_rest(
+        st.requests.watch(tracked, model.generate(gen, req.n, keepalive(st, req.stream)))
+    )
     created = int(time.time())
+    fp = fingerprint(st, model)
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return streamed(chat_events(chain(first, rest), cid, created, req.model, req.n, include_usage))
-    return json_response(await until_disconnect(request, chat_body(chain(first, rest), cid, created, req, model)))
+        return streamed(chat_events(chain(first, rest), cid, created, req.model, req.n, include_usage, fp))
+    body = await until_disconnect(request, chat_body(chain(first, rest), cid, created, req, model))
+    return json_response({**body, "system_fingerprint": fp})
 
 
 async def chat_body(stream: AsyncIterator[Chunk], cid: str, created: int, req: ChatRequest, model: RunningModel) -> Any:
@@ -170,7 +185,8 @@ async def chat_body(stream: AsyncIterator[Chunk], cid: str, created: int, req: C
         if model.spec.is_reasoning:
             message["reasoning_content"] = "".join(got.thoughts[i]) or None
         if got.tool_calls[i]:
-            message["tool_calls"] = got.tool_calls[i]
+            message["tool_calls"] = got.calls(i)
+            message["content"] = message["content"] or None  # as OpenAI: no text beside the calls is null
         choices.append(
             {
                 "index": i,
@@ -183,7 +199,7 @@ async def chat_body(stream: AsyncIterator[Chunk], cid: str, created: int, req: C
 
 
 def chat_events(
-    stream: AsyncIterator[Chunk], cid: str, created: int, model: str, n: int, include_usage: bool
+    stream: AsyncIterator[Chunk], cid: str, created: int, model: str, n: int, include_usage: bool, fp: str
 ) -> AsyncIterator[bytes]:
     def choice(chunk: Chunk) -> dict[str, Any] | None:
         delta: dict[str, Any] = {}
@@ -202,7 +218,7 @@ def chat_events(
 
     return event_stream(
         stream,
-        {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model},
+        {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "system_fingerprint": fp},
         total=n,
         n=n,
         include_usage=include_usage,
@@ -214,110 +230,6 @@ def chat_events(
 
 def _delta(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
     return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-
-
-# ---------------------------------------------------------------- completions
-
-
-async def completions(request: Request) -> Response:
-    st = state(request)
-    req = decode(await read_body(request, st.max_body), CompletionRequest)
-    model, adapter = adapters.lookup(st.manager, req.model, req.lora_name)
-    prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
-    gens = [completion_request(req, prompt, model, st) for prompt in prompts]
-    for gen in gens:
-        gen.adapter = adapter
-    pings = keepalive(st, req.stream)
-    first, rest = await first_and_rest(merged([model.generate(g, req.n, pings) for g in gens], req.n))
-    cid = f"cmpl-{secrets.token_hex(12)}"
-    created = int(time.time())
-    total = len(prompts) * req.n
-    echoes = [prompts[i // req.n] if req.echo else "" for i in range(total)]
-    if req.stream:
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return streamed(completion_events(chain(first, rest), cid, created, req.model, req.n, echoes, include_usage))
-    body = completion_body(chain(first, rest), cid, created, req, echoes)
-    return json_response(await until_disconnect(request, body))
-
-
-async def completion_body(
-    stream: AsyncIterator[Chunk], cid: str, created: int, req: CompletionRequest, echoes: list[str]
-) -> Any:
-    got = await Collected(echoes).read(stream)
-    choices = [
-        {
-            "index": i,
-            "text": got.text(i),
-            "logprobs": completion_logprobs(got.logprobs[i], len(echoes[i])) if req.logprobs is not None else None,
-            "finish_reason": got.finish_reason(i),
-        }
-        for i in range(len(echoes))
-    ]
-    return response_body("text_completion", cid, created, req.model, choices, got.usage.as_dict(req.n))
-
-
-def completion_events(
-    stream: AsyncIterator[Chunk],
-    cid: str,
-    created: int,
-    model: str,
-    n: int,
-    echoes: list[str],
-    include_usage: bool,
-) -> AsyncIterator[bytes]:
-    """``echoes[i]`` is choice i's echoed prompt ("" without echo); there are ``len(echoes)`` choices."""
-
-    def choice(chunk: Chunk) -> dict[str, Any] | None:
-        if not chunk.text and not chunk.logprobs:
-            return None
-        out = _text(chunk.index, chunk.text)
-        if chunk.logprobs:
-            out["logprobs"] = completion_logprobs(chunk.logprobs, 0)
-        return out
-
-    return event_stream(
-        stream,
-        {"id": cid, "object": "text_completion", "created": created, "model": model},
-        total=len(echoes),
-        n=n,
-        include_usage=include_usage,
-        opening=[_text(i, echo) for i, echo in enumerate(echoes) if echo],
-        choice=choice,
-        closing=lambda i, finish: _text(i, "", finish),
-    )
-
-
-def _text(index: int, text: str, finish: str | None = None) -> dict[str, Any]:
-    return {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
-
-
-# ---------------------------------------------------------------- embeddings
-
-
-async def embeddings(request: Request) -> Response:
-    st = state(request)
-    req = decode(await read_body(request, st.max_body), EmbeddingRequest)
-    model = st.manager.get(req.model)
-    if "embed" not in model.spec.abilities:
-        raise InvalidRequest(f"model {model.uid!r} is not an embedding model", param="model")
-    inputs = [req.input] if isinstance(req.input, str) else list(req.input)
-    if any(not text for text in inputs):
-        raise InvalidRequest("input must not contain empty strings", param="input")
-    result = await until_disconnect(request, model.embed(EmbedRequest(input=inputs, dimensions=req.dimensions)))
-    data = []
-    for i, vector in enumerate(result.embeddings):
-        value: Any = vector
-        if req.encoding_format == "base64":
-            value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-        data.append({"object": "embedding", "index": i, "embedding": value})
-    return json_response(
-        {
-            "object": "list",
-            "data": data,
-            "model": req.model,
-            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
-        }
-    )
 
 
 # ---------------------------------------------------------------- models

@@ -8,6 +8,9 @@ import msgspec
 
 from xinf import __version__
 from xinf.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, LaunchRequest, RegisterRequest
+from xinf.schemas_audio import SpeechBody
+from xinf.schemas_images import ImageBody
+from xinf.schemas_rerank import RerankBody
 
 _ERROR = {
     "type": "object",
@@ -49,8 +52,28 @@ ROUTES: list[tuple[str, str, str, str | None, list[str]]] = [
     ("post", "/v1/chat/completions", "Chat completion", "ChatRequest", []),
     ("post", "/v1/completions", "Text completion", "CompletionRequest", []),
     ("post", "/v1/embeddings", "Embeddings", "EmbeddingRequest", []),
+    ("post", "/v1/rerank", "Documents ordered by relevance to a query", "RerankBody", []),
+    ("post", "/v1/audio/transcriptions", "Speech to text (multipart/form-data: file, model, ...)", None, []),
+    ("post", "/v1/audio/translations", "Speech to English text (multipart/form-data)", None, []),
+    ("post", "/v1/audio/speech", "Text to speech (audio bytes)", "SpeechBody", []),
+    ("post", "/v1/images/generations", "Text to image", "ImageBody", []),
+    ("get", "/v1/images/files/{name}", "A generated image (PNG)", None, ["name"]),
     ("get", "/v1/engines", "Installed engines", None, []),
-    ("get", "/v1/engines/{model_name}", "Engines able to serve a model", None, ["model_name"]),
+    ("get", "/v1/engines/{model_name}", "Engines able to serve a model (Xinference's shape)", None, ["model_name"]),
+    ("get", "/v1/engines/{model_type}/{model_name}", "Engine parameters by type", None, ["model_type", "model_name"]),
+    ("post", "/v1/convert_ids_to_tokens", "Token ids to the model's tokens", None, []),
+    ("get", "/v1/models/instances", "Running models as Xinference's instances", None, []),
+    ("get", "/v1/models/vllm-supported", "Families the vLLM engine serves", None, []),
+    ("post", "/v1/models/{uid}/requests/{request_id}/abort", "Abort a request", None, ["uid", "request_id"]),
+    ("get", "/v1/requests/{request_id}/progress", "A request's progress", None, ["request_id"]),
+    ("get", "/v1/autostart/models", "Models launched whenever the server starts", None, []),
+    ("get", "/v1/autostart/models/summary", "Autostart entries in short", None, []),
+    ("get", "/v1/models/{uid}/reload", "A reload's status", None, ["uid"]),
+    ("get", "/v1/models/{uid}/reload/config", "What a reload may change", None, ["uid"]),
+    ("get", "/v1/workers", "This server as Xinference's only worker", None, []),
+    ("get", "/v1/supervisor", "This server as Xinference's supervisor", None, []),
+    ("get", "/v1/address", "This server's address", None, []),
+    ("get", "/v1/worker-relaunches", "Worker relaunches (none)", None, []),
     ("get", "/v1/model_registrations/{model_type}", "List model registrations", None, ["model_type"]),
     ("post", "/v1/model_registrations/{model_type}", "Register a model", "RegisterRequest", ["model_type"]),
     ("get", "/v1/model_registrations/{model_type}/{name}", "A registration", None, ["model_type", "name"]),
@@ -62,7 +85,16 @@ ROUTES: list[tuple[str, str, str, str | None, list[str]]] = [
 
 def document() -> dict[str, Any]:
     (_, components) = msgspec.json.schema_components(
-        [ChatRequest, CompletionRequest, EmbeddingRequest, LaunchRequest, RegisterRequest],
+        [
+            ChatRequest,
+            CompletionRequest,
+            EmbeddingRequest,
+            LaunchRequest,
+            RegisterRequest,
+            RerankBody,
+            SpeechBody,
+            ImageBody,
+        ],
         ref_template="#/components/schemas/{name}",
     )
     components["Error"] = _ERROR

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
 
 from xinf.manager import ModelManager
 from xinf.plugins import PluginHost
 from xinf.registry import Registry
+from xinf.requests import RequestTracker
 from xinf.settings import Settings
 
 
@@ -19,6 +21,8 @@ class State:
     plugins: PluginHost
     manager: ModelManager
     max_body: int = 32 << 20  # bytes (XINF_MAX_BODY_BYTES); a chat history longer than this is a mistake or an attack
+    requests: RequestTracker = field(default_factory=RequestTracker)  # by request id: progress and abort
+    extras: dict[str, Any] = field(default_factory=dict)  # per-feature state of route modules (autostart, reloads)
 
 
 def state(request: Request) -> State:

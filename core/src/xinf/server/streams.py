@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -116,24 +117,33 @@ def sse(data: Any) -> bytes:
 class Usage:
     def __init__(self) -> None:
         self.prompt_tokens: dict[int, int] = {}
+        self.cached_tokens: dict[int, int] = {}
         self.completion_tokens = 0
 
     def add(self, chunk: Chunk) -> None:
         if chunk.usage is not None:
             self.prompt_tokens[chunk.index] = chunk.usage.prompt_tokens
             self.completion_tokens += chunk.usage.completion_tokens
+            if chunk.usage.cached_tokens is not None:
+                self.cached_tokens[chunk.index] = chunk.usage.cached_tokens
 
-    def as_dict(self, n: int) -> dict[str, int]:
+    def as_dict(self, n: int) -> dict[str, Any]:
         # n choices of one prompt share its prompt tokens: count each prompt once.
         by_prompt: dict[int, int] = {}
         for index, tokens in self.prompt_tokens.items():
             by_prompt[index // n] = tokens
         prompt = sum(by_prompt.values())
-        return {
+        out: dict[str, Any] = {
             "prompt_tokens": prompt,
             "completion_tokens": self.completion_tokens,
             "total_tokens": prompt + self.completion_tokens,
         }
+        if self.cached_tokens:  # only where the engine reports its prefix-cache hits
+            cached: dict[int, int] = {}
+            for index, tokens in self.cached_tokens.items():
+                cached[index // n] = tokens
+            out["prompt_tokens_details"] = {"cached_tokens": sum(cached.values())}
+        return out
 
 
 class Collected:
@@ -165,12 +175,28 @@ class Collected:
     def text(self, i: int) -> str:
         return "".join(self.texts[i])
 
+    def calls(self, i: int) -> list[dict[str, Any]]:
+        """Choice i's tool calls, whole: their streamed deltas added up by index."""
+        whole: dict[int, dict[str, Any]] = {}
+        for delta in self.tool_calls[i]:
+            index = int(delta.get("index", len(whole)))
+            call = whole.setdefault(
+                index,
+                {"id": f"call_{secrets.token_hex(12)}", "type": "function", "function": {"name": "", "arguments": ""}},
+            )
+            if delta.get("id"):
+                call["id"] = delta["id"]
+            function = delta.get("function") or {}
+            call["function"]["name"] += function.get("name") or ""
+            call["function"]["arguments"] += function.get("arguments") or ""
+        return [whole[k] for k in sorted(whole)]
+
     def finish_reason(self, i: int) -> str:
         return self.finish[i] or "stop"
 
 
 def response_body(
-    kind: str, cid: str, created: int, model: str, choices: list[dict[str, Any]], usage: dict[str, int]
+    kind: str, cid: str, created: int, model: str, choices: list[dict[str, Any]], usage: dict[str, Any]
 ) -> dict[str, Any]:
     return {"id": cid, "object": kind, "created": created, "model": model, "choices": choices, "usage": usage}
 

@@ -16,6 +16,8 @@ Launch options (``xinf launch ... --option value`` or extra launch JSON keys):
 - ``hang_after``: block the replica's event loop for good after that many chunks
   (a hung engine: the process lives, pings go unanswered).
 - ``hang_on_start``: block the event loop for that many seconds once loaded.
+- ``stall_after``: stop producing output after that many chunks while the replica
+  keeps answering pings (a stuck engine the health check cannot see).
 - ``script_path``: replay the model's local path (where its files were downloaded).
 - ``script_import``: replay ``NAME VERSION FILE`` of this module as imported by
   the replica (shows which environment the replica runs in).
@@ -24,6 +26,8 @@ Launch options (``xinf launch ... --option value`` or extra launch JSON keys):
   ``closed`` (aborted by the server) to, one line per request: shows that a
   client's disconnect reached the engine, wherever the replica runs.
 - ``vram``: bytes ``estimate_vram`` reports as weights (default 1 GiB).
+- ``host_memory``: bytes it reports as host memory on the CPU (default 64 MiB:
+  the test engine holds no weights, and its replicas must fit small machines).
 - ``context_length``: prompt words allowed (default 2048).
 """
 
@@ -37,7 +41,7 @@ from typing import Any
 
 import msgspec
 
-from xinf import hookimpl
+from xinf import cores, hookimpl
 from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, LaunchError
 from xinf.stops import StopMatcher
 from xinf.types import (
@@ -72,12 +76,14 @@ class TestOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     crash_after: int | None = None
     hang_after: int | None = None
     hang_on_start: float = 0.0
+    stall_after: int | None = None
     script_import: str | None = None
     script_path: bool = False
     load_delay: float = 0.0
     fail_load: str | None = None
     events: str | None = None
     vram: int = GiB
+    host_memory: int = 64 << 20
     context_length: int = 2048
     max_tokens_default: int = 16
 
@@ -88,6 +94,7 @@ class TestModel:
         self.options = options
         self.placement = placement
         self.env = dict(os.environ)
+        self.threads = cores.threads(placement)  # reported as real engines size their pools
 
 
 def parse_options(options: dict[str, Any]) -> TestOptions:
@@ -117,7 +124,7 @@ def estimate_vram(spec: ModelSpec, options: dict[str, Any], devices: list[Device
         kv_cache=kv,
         overhead=overhead,
         per_device=[need // len(devices)] * len(devices) if devices else [],
-        host=0 if devices else need,
+        host=0 if devices else opts.host_memory,
     )
 
 
@@ -184,6 +191,19 @@ async def _generate(model: TestModel, request: GenerateRequest) -> AsyncIterator
         )
     if request.response_format and request.response_format.get("type") not in (None, "text"):
         raise InvalidRequest("the test engine supports only text responses", param="response_format")
+    request.check_no_logit_bias("test")
+    if request.prompt_logprobs is not None:
+        # Each prompt word is a token of logprob -1 (the first has none), alternatives the same word.
+        words = [(" " if i else "") + w for i, w in enumerate(prompt.split())]
+        top = request.prompt_logprobs
+        yield Chunk(
+            prompt_logprobs=[
+                TokenLogprob(
+                    token=w, logprob=None if i == 0 else -1.0, top_logprobs=[] if i == 0 else [(w, -1.0)] * top
+                )
+                for i, w in enumerate(words)
+            ]
+        )
     max_tokens = request.max_tokens or opts.max_tokens_default
     stops = StopMatcher(request.stop)
     pieces = _pieces(opts, prompt, request.seed)
@@ -200,6 +220,8 @@ async def _generate(model: TestModel, request: GenerateRequest) -> AsyncIterator
             import time
 
             time.sleep(3600)  # noqa: ASYNC251 -- blocks the whole replica, as a stuck engine call would
+        if opts.stall_after is not None and n >= opts.stall_after:
+            await asyncio.sleep(3600)  # the event loop stays free: pings are answered, no token comes
         if opts.fail_after is not None and n >= opts.fail_after:
             raise EngineError(f"injected failure after {n} chunks")
         produced += 1
@@ -228,16 +250,29 @@ async def _generate(model: TestModel, request: GenerateRequest) -> AsyncIterator
 def embed(model: TestModel, request: EmbedRequest) -> EmbedResult:
     dims = request.dimensions or 8
     vectors = []
-    for text in request.input:
+    texts = [" ".join(f"t{i}" for i in ids) for ids in request.input_ids] if request.input_ids else request.input
+    for text in texts:
         digest = hashlib.sha256(text.encode()).digest()
         vec = [(digest[i % len(digest)] - 128) / 128 for i in range(dims)]
         norm = sum(v * v for v in vec) ** 0.5 or 1.0
         vectors.append([v / norm for v in vec])
-    return EmbedResult(embeddings=vectors, prompt_tokens=sum(len(t.split()) for t in request.input))
+    return EmbedResult(embeddings=vectors, prompt_tokens=sum(len(t.split()) for t in texts))
+
+
+@hookimpl
+def convert_ids_to_tokens(model: TestModel, ids: list[list[int]]) -> list[list[str]]:
+    # The test vocabulary is WORDS: id i is its i-th word.
+    for row in ids:
+        for i in row:
+            if not 0 <= i < len(WORDS):
+                raise InvalidRequest(f"token id {i} is outside the vocabulary (0-{len(WORDS) - 1})", param="input")
+    return [[WORDS[i] for i in row] for row in ids]
 
 
 def _prompt_text(request: GenerateRequest) -> str:
     if request.messages is None:
+        if request.prompt_ids is not None:
+            return " ".join(f"t{i}" for i in request.prompt_ids)  # one word per token id
         return request.prompt or ""
     parts = []
     for message in request.messages:

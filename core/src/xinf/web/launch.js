@@ -15,7 +15,7 @@ const launchButton = document.getElementById("launch");
 const cancelButton = document.getElementById("cancel-launch");
 const names = document.getElementById("model-names");
 
-let matches = []; // GET /v1/engines/{name}: per engine, the specs it can serve here or why not
+let matches = []; // GET /v1/engines?model=NAME: per engine, the specs it can serve here or why not
 let looked = ""; // the model name `matches` belongs to
 let launched = () => {};
 
@@ -63,7 +63,7 @@ async function lookUp() {
     fillNames();
   }
   try {
-    const data = await getJSON(`/v1/engines/${encodeURIComponent(name)}`);
+    const data = await getJSON(`/v1/engines?model=${encodeURIComponent(name)}`);
     if (looked !== name) return; // the name changed while we asked
     matches = data.matches;
     matchesBox.replaceChildren(

@@ -49,9 +49,27 @@ function spec(m) {
   return [m.model_format, size, m.quantization].filter((x) => x !== null && x !== undefined).join(" · ");
 }
 
+/** `[0, 1, 2, 5]` -> `"0-2,5"`, as `xinf list` and /proc write core sets. */
+function coreRanges(cores) {
+  const sorted = [...new Set(cores)].sort((a, b) => a - b);
+  const parts = [];
+  for (let i = 0; i < sorted.length; i++) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j] + 1) j++;
+    parts.push(i === j ? `${sorted[i]}` : `${sorted[i]}-${sorted[j]}`);
+    i = j;
+  }
+  return parts.join(",");
+}
+
 function replica(r) {
   const where = r.devices.length ? `GPU ${r.devices.join(", ")}` : "CPU";
   const parts = [`#${r.index}`, h("span", { class: `status-${r.status}` }, r.status), where];
+  if (r.cores && r.cores.length) {
+    const threads = r.threads ? ` (${r.threads} thread${r.threads === 1 ? "" : "s"})` : "";
+    parts.push(`cores ${coreRanges(r.cores)}${threads}`);
+  }
+  if (r.host_memory) parts.push(`${bytes(r.host_memory)} RAM`);
   if (r.pid) parts.push(`pid ${r.pid}`);
   if (r.inflight) parts.push(`${r.inflight} in flight`);
   return h("li", {}, parts.flatMap((p, i) => (i ? [" · ", p] : [p])));
@@ -134,6 +152,7 @@ function renderModels(models) {
 function renderDevices(d) {
   host.textContent =
     `${d.system} · ${d.cpu_count} CPU cores · ${bytes(d.memory_available)} of ${bytes(d.memory_total)} memory free` +
+    (d.memory_reserved ? ` · ${bytes(d.memory_reserved)} reserved by replicas` : "") +
     (d.devices.length ? "" : " · no accelerator: models run on the CPU");
   devicesTable.hidden = !d.devices.length;
   devicesBody.replaceChildren(

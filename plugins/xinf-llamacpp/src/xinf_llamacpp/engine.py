@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, XinfError
+from xinf.toolcalls import known
+from xinf.toolcalls.choice import allowed_tools, forced_name, forced_schema, is_forced
 from xinf.types import Chunk, GenerateRequest, ModelSpec, TokenLogprob, Usage
 from xinf_llamacpp.lora import request_scales
 
@@ -37,7 +39,19 @@ class _Failed:
 
 
 class LlamaCppModel:
-    """One replica's model.  ``server`` is an ``xllamacpp.Server``."""
+    """One replica's model.  ``server`` is an ``xllamacpp.Server``.
+
+    Tool calls: a model whose family declares its format gets the tools
+    rendered by its template (as the template variable ``tools``) and its text
+    parsed by the core; a forced call is constrained by llama.cpp's JSON-schema
+    grammar (``constrains_tool_calls``).  llama.cpp refuses a grammar beside
+    its own tools, and its own template analysis finds no tool format in
+    templates such as SmolLM2's.  Any other model gets llama.cpp's own tool
+    handling (``tools`` and ``tool_choice`` passed on, its parsed calls back).
+    """
+
+    #: forced tool calls are constrained to ``xinf.toolcalls.choice.forced_schema`` (see ``body``)
+    constrains_tool_calls = True
 
     def __init__(
         self,
@@ -48,7 +62,9 @@ class LlamaCppModel:
         n_parallel: int,
         per_slot: int,
         gpu_layers: int,
+        n_vocab: int = 0,
         http_key: str | None = None,
+        threads: int | None = None,
     ):
         self.server = server
         #: the key of llama.cpp's own HTTP port (``server.listening_address``), for debugging
@@ -57,7 +73,11 @@ class LlamaCppModel:
         self.n_ctx = n_ctx
         self.n_parallel = n_parallel
         self.per_slot = per_slot
+        self.context_length = per_slot  # one request gets one slot's share of n_ctx (reported to the server)
         self.gpu_layers = gpu_layers
+        self.n_vocab = n_vocab
+        #: CPU threads llama.cpp runs (``cpuparams.n_threads``), reported to the server
+        self.threads = threads
         # Requests beyond the slots wait inside llama.cpp, each in its thread.
         self.executor = ThreadPoolExecutor(max_workers=max(32, 8 * n_parallel), thread_name_prefix="llama.cpp")
         self.running: set[threading.Event] = set()
@@ -76,14 +96,12 @@ class LlamaCppModel:
         body: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
         if request.is_chat:
             body["messages"] = request.messages
-            if request.tools:
-                body["tools"] = request.tools
-            if request.tool_choice is not None:
-                body["tool_choice"] = request.tool_choice
             if request.chat_template_kwargs:
-                body["chat_template_kwargs"] = request.chat_template_kwargs
+                body["chat_template_kwargs"] = dict(request.chat_template_kwargs)
+            if request.tools:
+                self.tools_body(request, body)
         else:
-            body["prompt"] = request.prompt or ""
+            body["prompt"] = request.prompt_ids if request.prompt_ids is not None else (request.prompt or "")
         sampling = {
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
@@ -105,9 +123,22 @@ class LlamaCppModel:
             body["stop"] = stops
         if request.ignore_eos:
             body["ignore_eos"] = True
+        if request.logit_bias:
+            # llama.cpp ignores ids it does not know: name them instead.
+            bad = [i for i in request.logit_bias if self.n_vocab and not 0 <= i < self.n_vocab]
+            if bad:
+                raise InvalidRequest(
+                    f"logit_bias token ids {bad[:5]} are not in the vocabulary (0 to {self.n_vocab - 1})",
+                    param="logit_bias",
+                )
+            body["logit_bias"] = {str(i): v for i, v in request.logit_bias.items()}
         if self.spec.adapters:
             body["lora"] = request_scales(self.spec.adapters, request.adapter)
         if request.response_format:
+            if "response_format" in body:
+                raise InvalidRequest(
+                    "response_format cannot be combined with a forced tool call (tool_choice)", param="response_format"
+                )
             body["response_format"] = request.response_format
         if request.logprobs is not None:
             # llama.cpp reports the chosen token's logprob only alongside at least one alternative.
@@ -119,9 +150,32 @@ class LlamaCppModel:
                 body["logprobs"] = wanted
         return body
 
+    def tools_body(self, request: GenerateRequest, body: dict[str, Any]) -> None:
+        tools = request.tools or []
+        if known(self.spec.tool_parser):
+            body.setdefault("chat_template_kwargs", {})["tools"] = tools
+            if is_forced(request.tool_choice):
+                schema = forced_schema(tools, request.tool_choice)
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": "tool_call", "schema": schema},
+                }
+            return
+        # llama.cpp takes tool_choice as a string only: a named function becomes "required" of that one tool.
+        body["tools"] = allowed_tools(tools, request.tool_choice)
+        if request.tool_choice is not None:
+            body["tool_choice"] = "required" if forced_name(request.tool_choice) else request.tool_choice
+        if request.parallel_tool_calls is not None:
+            body["parallel_tool_calls"] = request.parallel_tool_calls
+
     async def stream(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
         if self.server is None:
             raise EngineError("the model is unloaded")
+        if request.prompt_logprobs is not None:
+            raise InvalidRequest(
+                "llama.cpp cannot return the prompt's logprobs (echo with logprobs, or echo of a token-id prompt)",
+                param="echo",
+            )
         body = self.body(request)
         handler = self.server.handle_chat_completions if request.is_chat else self.server.handle_completions
         loop = asyncio.get_running_loop()
@@ -195,7 +249,7 @@ class _Reader:
         self.request = request
         self.finish: str | None = None
         self.usage: Usage | None = None
-        self.tool_calls: dict[int, dict[str, Any]] = {}
+        self.called = False
 
     def feed(self, data: Any) -> list[Chunk]:
         items = data if isinstance(data, list) else [data]
@@ -207,9 +261,11 @@ class _Reader:
                 raise self.model_error(item["error"])
             usage = item.get("usage")
             if usage:
+                cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
                 self.usage = Usage(
                     prompt_tokens=int(usage.get("prompt_tokens", 0)),
                     completion_tokens=int(usage.get("completion_tokens", 0)),
+                    cached_tokens=int(cached) if isinstance(cached, int) else None,
                 )
             for choice in item.get("choices") or []:
                 chunk = self.choice(choice)
@@ -224,14 +280,14 @@ class _Reader:
         if delta is not None:
             text = delta.get("content") or ""
             reasoning = delta.get("reasoning_content") or ""
-            for call in delta.get("tool_calls") or []:
-                self.merge_tool_call(call)
+            calls = delta.get("tool_calls") or None  # OpenAI deltas already
         else:
-            text, reasoning = choice.get("text") or "", ""
+            text, reasoning, calls = choice.get("text") or "", "", None
         logprobs = self.logprobs(choice.get("logprobs"))
-        if not text and not reasoning and not logprobs:
+        if not text and not reasoning and not logprobs and not calls:
             return None
-        return Chunk(text=text, reasoning=reasoning, logprobs=logprobs)
+        self.called = self.called or bool(calls)
+        return Chunk(text=text, reasoning=reasoning, logprobs=logprobs, tool_calls=calls)
 
     def logprobs(self, data: Any) -> list[TokenLogprob] | None:
         if self.request.logprobs is None or not isinstance(data, dict):
@@ -243,22 +299,11 @@ class _Reader:
             items.append(TokenLogprob(token=entry["token"], logprob=float(entry["logprob"]), top_logprobs=top))
         return items or None
 
-    def merge_tool_call(self, call: dict[str, Any]) -> None:
-        """Tool calls stream in pieces (OpenAI deltas); the core wants them whole."""
-        index = int(call.get("index", len(self.tool_calls)))
-        merged = self.tool_calls.setdefault(index, {"type": "function", "function": {"name": "", "arguments": ""}})
-        if call.get("id"):
-            merged["id"] = call["id"]
-        function = call.get("function") or {}
-        merged["function"]["name"] += function.get("name") or ""
-        merged["function"]["arguments"] += function.get("arguments") or ""
-
     def final(self) -> Chunk:
-        calls = [self.tool_calls[i] for i in sorted(self.tool_calls)] or None
         finish = self.finish or "stop"
-        if calls and finish == "stop":
+        if self.called and finish == "stop":
             finish = "tool_calls"
-        return Chunk(finish_reason=finish, usage=self.usage or Usage(), tool_calls=calls)
+        return Chunk(finish_reason=finish, usage=self.usage or Usage())
 
     def model_error(self, error: Any) -> XinfError:
         if not isinstance(error, dict):
@@ -287,7 +332,21 @@ class _Reader:
 def _map_exception(exc: BaseException) -> BaseException:
     # xllamacpp raises ValueError for requests it cannot parse (bad messages, response_format...).
     if isinstance(exc, ValueError):
-        return InvalidRequest(f"llama.cpp: {exc}")
+        return InvalidRequest(f"llama.cpp: {exc}", param=_param_of(str(exc)))
     if isinstance(exc, XinfError):
         return exc
     return EngineError(f"llama.cpp: {type(exc).__name__}: {exc}")
+
+
+def _param_of(message: str) -> str | None:
+    """The request field a llama.cpp parse error is about, so the 400 names it."""
+    text = message.lower()
+    for words, param in (
+        (("tool_call",), "messages"),
+        (("tool",), "tools"),
+        (("response_format", "json_schema", "schema", "grammar"), "response_format"),
+        (("message", "content", "role", "template"), "messages"),
+    ):
+        if any(w in text for w in words):
+            return param
+    return None

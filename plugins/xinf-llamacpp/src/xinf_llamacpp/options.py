@@ -111,6 +111,19 @@ def default_threads() -> int:
     return max(1, min(cpus - 1, int(cpus - busy)))
 
 
+def placed_threads(count: int | None) -> int | None:
+    """Threads for a replica placed on ``count`` cores: one per core, less one when they are the whole machine.
+
+    llama.cpp's threads wait for each other at every step, so a thread whose
+    core the server (or the request threads) borrows holds up all the others;
+    a set smaller than the machine leaves cores to them.
+    """
+    if not count:
+        return None
+    machine = os.cpu_count() or count
+    return max(1, count - 1) if count >= machine > 1 else count
+
+
 def physical_cores() -> int | None:
     """Distinct (package, core) pairs in /proc/cpuinfo; None where it cannot tell."""
     try:

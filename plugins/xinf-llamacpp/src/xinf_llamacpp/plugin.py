@@ -13,8 +13,8 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
-from xinf import hookimpl
-from xinf.errors import LaunchError
+from xinf import cores, hookimpl
+from xinf.errors import InvalidRequest, LaunchError
 from xinf.types import (
     Chunk,
     Device,
@@ -101,8 +101,10 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
         raise LaunchError(f"llama.cpp needs a GGUF file; {path or 'no path'} is not one")
     flat = opts.flat(options)
     lora.check_all(spec.adapters, path)
+    n_vocab = 0
     try:
-        n_ctx_train = _shape(path).n_ctx_train
+        shape = _shape(path)
+        n_ctx_train, n_vocab = shape.n_ctx_train, shape.n_vocab
     except Exception:
         n_ctx_train = spec.context_length  # llama.cpp will say what is wrong with the file
     ctx = opts.context(flat, n_ctx_train)
@@ -111,13 +113,16 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
     params.model.path = path
     params.n_ctx = ctx.n_ctx
     params.n_parallel = ctx.n_parallel
-    threads = opts.default_threads()
+    # The replica's placed cores (it is pinned to them); the old guess from idle cores where none are placed.
+    threads = opts.placed_threads(cores.threads(placement)) or opts.default_threads()
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
     # The core splits <think> tags itself; llama.cpp must hand over the raw text.
     params.reasoning_format = xlc.common_reasoning_format.COMMON_REASONING_FORMAT_NONE
     if spec.chat_template:
         params.chat_template = spec.chat_template
+    elif spec.fallback_chat_template and not _has_template(path):
+        params.chat_template = spec.fallback_chat_template  # the catalogue's, for a file without its own
     # xllamacpp's Server also answers HTTP on a local port of its own.  xinf
     # never uses it, and without a key anyone on the machine could use it
     # around xinf's API keys: a random key nobody knows closes it.
@@ -153,13 +158,29 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
         n_parallel=ctx.n_parallel,
         per_slot=ctx.per_slot,
         gpu_layers=params.n_gpu_layers,
+        n_vocab=n_vocab,
         http_key=params.api_keys[0] if params.api_keys else None,
+        threads=params.cpuparams.n_threads,
     )
 
 
 @hookimpl
 def generate(model: Any, request: GenerateRequest) -> AsyncIterator[Chunk]:
     return model.stream(request)  # type: ignore[no-any-return]
+
+
+@hookimpl
+def convert_ids_to_tokens(model: Any, ids: list[list[int]]) -> list[list[str]]:
+    # xllamacpp has no detokenize call: the vocabulary is read from the GGUF header once, on first use.
+    tokens = getattr(model, "vocabulary", None)
+    if tokens is None:
+        from xinf.gguf import read_tokens
+
+        tokens = model.vocabulary = read_tokens(model.spec.source.path)
+    bad = [i for row in ids for i in row if not 0 <= i < len(tokens)]
+    if bad:
+        raise InvalidRequest(f"token ids {bad[:5]} are outside the vocabulary (0-{len(tokens) - 1})", param="input")
+    return [[tokens[i] for i in row] for row in ids]
 
 
 @hookimpl
@@ -179,6 +200,15 @@ def _check_options(flat: dict[str, Any]) -> None:
     except ImportError:
         return  # load() in the replica reports it
     opts.apply(xlc.CommonParams(), flat)
+
+
+def _has_template(path: str) -> bool:
+    from xinf.gguf import read_header
+
+    try:
+        return bool(read_header(path).get("tokenizer.chat_template"))
+    except Exception:
+        return True  # unreadable: llama.cpp decides with what it finds
 
 
 def _shape(path: str) -> Any:

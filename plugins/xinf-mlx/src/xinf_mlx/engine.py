@@ -304,6 +304,7 @@ class MLXModel:
         self.engine = engine
         self.tokenizer = engine.tokenizer
         self.context = opts.context_length or spec.context_length or default_context(engine.config)
+        self.context_length = self.context  # what one request may use (reported to the server)
         self.defaults = defaults
         self.eos_stop = StopSequences([(t,) for t in sorted(self.tokenizer.eos_token_ids)])
         self.no_stop = StopSequences(None)
@@ -368,6 +369,9 @@ class MLXModel:
         )
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
+        if request.prompt_logprobs is not None:
+            raise InvalidRequest("the mlx engine cannot return the prompt's logprobs (echo)", param="echo")
+        request.check_no_logit_bias("mlx")
         prompt = await asyncio.to_thread(self.encode, request)
         job = self.job(request, prompt)
         stops = StopMatcher(request.stop)

@@ -59,6 +59,9 @@ class SGLangModel:
         return output_room(len(prompt), self.context, request)
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
+        if request.prompt_logprobs is not None:
+            raise InvalidRequest("the sglang engine cannot return the prompt's logprobs (echo)", param="echo")
+        request.check_no_logit_bias("sglang")
         prompt = await asyncio.to_thread(self.encode, request)
         params = sampling_params(request, self.limits(request, prompt))
         rid = uuid.uuid4().hex

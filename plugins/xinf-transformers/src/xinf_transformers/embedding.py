@@ -78,6 +78,11 @@ class EmbeddingModel:
         if dims is not None and not 0 < dims <= self.dimensions:
             raise InvalidRequest(f"dimensions must be between 1 and {self.dimensions}", param="dimensions")
         loop = asyncio.get_running_loop()
+        if request.input_ids:  # token ids: one forward pass of their own, outside the text batches
+            vectors, counts = await loop.run_in_executor(self.pool, self.encode_ids, request.input_ids)
+            if dims is not None and dims < self.dimensions:
+                vectors = [_unit(v[:dims]) for v in vectors]
+            return EmbedResult(embeddings=vectors, prompt_tokens=sum(counts))
         future: asyncio.Future[Any] = loop.create_future()
         self.pending.append((list(request.input), future))
         if sum(len(texts) for texts, _ in self.pending) >= self.batch_size:
@@ -123,12 +128,26 @@ class EmbeddingModel:
 
     def encode(self, texts: list[str]) -> tuple[list[list[float]], list[int]]:
         """Vectors and token counts of ``texts`` in one forward pass."""
+        enc = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.pipeline.max_length, return_tensors="pt"
+        )
+        return self.forward(enc)
+
+    def encode_ids(self, ids: list[list[int]]) -> tuple[list[list[float]], list[int]]:
+        """Vectors of token-id inputs, as given (the client tokenized them, special tokens included or not)."""
+        size = len(self.tokenizer)
+        bad = sorted({i for row in ids for i in row if i >= size})
+        if bad:
+            raise InvalidRequest(f"token ids {bad[:5]} are not in the vocabulary (0 to {size - 1})", param="input")
+        limit = self.pipeline.max_length
+        enc = self.tokenizer.pad({"input_ids": [row[:limit] for row in ids]}, padding=True, return_tensors="pt")
+        return self.forward(enc)
+
+    def forward(self, enc: Any) -> tuple[list[list[float]], list[int]]:
         import torch
 
         self.batches += 1
-        enc = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.pipeline.max_length, return_tensors="pt"
-        ).to(self.model.device)
+        enc = enc.to(self.model.device)
         with torch.inference_mode():
             hidden = self.model(**enc).last_hidden_state.float()
         mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)

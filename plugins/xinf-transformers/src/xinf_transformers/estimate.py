@@ -35,11 +35,15 @@ def estimate(spec: ModelSpec, raw: dict[str, Any], devices: list[Device]) -> Mem
         from xinf_transformers.adapters import parameters
 
         weights += 4 * sum(parameters(a) for a in spec.adapters)  # peft keeps LoRA weights in float32
-    tokens = kv_tokens(spec, opts, config)
+    # An embedding model or a reranker runs whole batches through the encoder and keeps no KV cache.
+    embedding = spec.model_type in ("embedding", "rerank") or bool({"embed", "rerank"} & set(spec.abilities))
+    tokens = 0 if embedding else kv_tokens(spec, opts, config)
     kv = tokens * kv_bytes_per_token(config, size)
     overhead = activation_bytes(config, opts.max_batch_tokens) + RUNTIME_OVERHEAD
     total = weights + kv + overhead
-    note = f"{params / 1e9:.2f}B parameters in {dtype}; KV cache for {tokens} tokens"
+    note = f"{params / 1e9:.2f}B parameters in {dtype}; " + (
+        "no KV cache (an encoder)" if embedding else f"KV cache for {tokens} tokens"
+    )
     if devices:
         share = -(-total // len(devices))
         return MemoryEstimate(

@@ -8,7 +8,9 @@ one at a time through ``generate()`` (``serial.py``); embedding models through
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,10 +18,12 @@ from typing import Any
 
 import msgspec
 
-from xinf import hookimpl
+from xinf import cores, hookimpl
 from xinf.errors import InvalidRequest, LaunchError
+from xinf.operations import RerankRequest, RerankResult
 from xinf.prompts import encode_prompt
 from xinf.stops import StopMatcher
+from xinf.toolcalls import known
 from xinf.types import (
     Chunk,
     Device,
@@ -40,6 +44,7 @@ from xinf_transformers.text import Detokenizer, make_job
 
 log = logging.getLogger(__name__)
 ENGINE = "transformers"
+SERVED_TYPES = ("LLM", "embedding", "rerank")
 
 #: formats served only when their quantization library is installed: (modules, pip package)
 QUANTIZED = {
@@ -59,6 +64,10 @@ def _installed(module: str) -> bool:
 
 @hookimpl
 def match_model(spec: ModelSpec, hardware: Hardware) -> EngineMatch:
+    if spec.model_type not in SERVED_TYPES:
+        return EngineMatch(
+            engine=ENGINE, score=0, reason=f"serves {', '.join(SERVED_TYPES)} models, not {spec.model_type} models"
+        )
     # The default for PyTorch checkpoints on a CPU machine; on CUDA, engines
     # built for GPUs (vLLM, SGLang) should win when they are installed.
     score = 40 if hardware.has_cuda else 60
@@ -119,7 +128,16 @@ class ChatModel:
         self.runner = runner
         self.context_length = context_length
         self.batching = batching
+        self.threads: int | None = None  # torch's intra-op threads
         self.eos_ids, self.stop_strings = _eos_and_stops(spec, tokenizer, model)
+        from xinf_transformers import constrain
+
+        # With llguidance, JSON responses and forced tool calls are constrained (one request at a time).
+        self.constrains_tool_calls = constrain.available()
+        self.grammars = constrain.Grammars(
+            tokenizer, int(model.config.get_text_config().vocab_size), sorted(self.eos_ids)
+        )
+        self._serial: Any = None
         generation = getattr(model, "generation_config", None)
         self.defaults: dict[str, Any] = {}
         if generation is not None and getattr(generation, "do_sample", False):
@@ -127,6 +145,14 @@ class ChatModel:
                 value = getattr(generation, name, None)
                 if value is not None:
                     self.defaults[name] = value
+
+    def constrained_runner(self) -> Any:
+        """Constrained requests run through ``generate()`` with a logits processor, beside any batch."""
+        if self._serial is None:
+            from xinf_transformers.serial import SerialRunner
+
+            self._serial = self.runner if not self.batching else SerialRunner(self.model, self.tokenizer)
+        return self._serial
 
 
 def _eos_and_stops(spec: ModelSpec, tokenizer: Any, model: Any) -> tuple[set[int], list[str]]:
@@ -157,18 +183,28 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
 
     from xinf.settings import Settings
 
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
+    # The option wins; else the replica's placed cores (OMP_NUM_THREADS already says so to OpenMP).
+    threads = opts.threads or cores.threads(placement)
+    if threads:
+        torch.set_num_threads(threads)
     cuda = torch.cuda.is_available() and (opts.device == "cuda" or (opts.device == "auto" and bool(placement.devices)))
     if opts.device == "cuda" and not torch.cuda.is_available():
         raise LaunchError("device cuda was asked for but torch sees no CUDA device", param="device")
     dtype_name = o.choose_dtype(opts.dtype, on_cuda=cuda, cuda_bf16=cuda and torch.cuda.is_bf16_supported())
+    if spec.model_type == "rerank" and opts.dtype == "auto" and not cuda:
+        dtype_name = "float32"  # scores as the reference (CrossEncoder) computes them; rerankers are small
     dtype = getattr(torch, dtype_name)
     device = "cuda" if cuda else "cpu"
     settings = Settings.from_env()
     path = spec.source.path
     if spec.model_type == "embedding" or "embed" in spec.abilities:
-        return _load_embedding(path, dtype, device, opts, settings)
+        embedder = _load_embedding(path, dtype, device, opts, settings)
+        embedder.threads = torch.get_num_threads()  # reported to the server
+        return embedder
+    if spec.model_type == "rerank" or "rerank" in spec.abilities:
+        reranker = _load_rerank(path, dtype, device, opts, settings)
+        reranker.threads = torch.get_num_threads()  # reported to the server
+        return reranker
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -212,7 +248,9 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
         context,
         f"continuous batching of up to {opts.max_num_seqs} requests" if batching else "one request at a time",
     )
-    return ChatModel(spec, tokenizer, model, runner, context, batching, gate)
+    chat = ChatModel(spec, tokenizer, model, runner, context, batching, gate)
+    chat.threads = torch.get_num_threads()  # reported to the server
+    return chat
 
 
 def _load_embedding(path: str, dtype: Any, device: str, opts: o.Options, settings: Any) -> Any:
@@ -230,21 +268,61 @@ def _load_embedding(path: str, dtype: Any, device: str, opts: o.Options, setting
     )
 
 
+def _load_rerank(path: str, dtype: Any, device: str, opts: o.Options, settings: Any) -> Any:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from xinf_transformers.rerank import RerankModel
+
+    try:
+        architectures = json.loads((Path(path) / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        architectures = []
+    if architectures and not any(str(a).endswith("ForSequenceClassification") for a in architectures):
+        raise LaunchError(
+            f"{path} is a {architectures[0]}, not a cross-encoder (a sequence classifier): LLM-style rerankers "
+            "(Qwen3-Reranker, bge-reranker-v2-gemma) are not served by the transformers engine yet"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=opts.trust_remote_code)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, dtype=dtype, trust_remote_code=opts.trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        raise LaunchError(f"transformers could not load {path} as a cross-encoder: {exc}") from None
+    loaded = RerankModel(model.to(device).eval(), tokenizer, settings.batch_size)
+    log.info("loaded reranker %s on %s: at most %d tokens a pair", path, device, loaded.max_length)
+    return loaded
+
+
 @hookimpl
 async def generate(model: Any, request: GenerateRequest) -> AsyncIterator[Chunk]:
     if not isinstance(model, ChatModel):
         raise InvalidRequest("this model only embeds: use /v1/embeddings", param="model")
     prompt_ids = encode_prompt(model.tokenizer, model.spec, request)
     job = make_job(
-        prompt_ids, request, context_length=model.context_length, eos_ids=model.eos_ids, defaults=model.defaults
+        prompt_ids,
+        request,
+        context_length=model.context_length,
+        eos_ids=model.eos_ids,
+        defaults=model.defaults,
+        constrained=model.constrains_tool_calls,
     )
-    model.runner.check(job)  # refusals become 400s before the stream starts
+    runner = model.runner if job.schema is None else model.constrained_runner()
+    runner.check(job)  # refusals become 400s before the stream starts
+    processors = [await asyncio.to_thread(model.grammars.processor, job.schema)] if job.schema is not None else []
+    if request.prompt_logprobs is not None:  # echo: the prompt's tokens with their log probabilities
+        from xinf_transformers.text import prompt_logprobs
+
+        yield Chunk(
+            prompt_logprobs=await asyncio.to_thread(prompt_logprobs, model, prompt_ids, request.prompt_logprobs)
+        )
     stops = StopMatcher([*request.stop, *model.stop_strings])
-    text = Detokenizer(model.tokenizer)
     eos = set(job.eos_ids)
+    parsing_tools = bool(request.tools and known(model.spec.tool_parser) and request.tool_choice != "none")
+    text = Detokenizer(model.tokenizer, keep_special=parsing_tools, drop=eos if parsing_tools else ())
     produced = 0
     finish = "length"
-    stream = model.runner.tokens(job)
+    stream = runner.tokens(job, processors) if processors else runner.tokens(job)
     if model.gate is not None:
         stream = model.gate.wrap(request.adapter, stream)
     try:
@@ -279,6 +357,25 @@ async def embed(model: Any, request: EmbedRequest) -> EmbedResult:
 
 
 @hookimpl
+def convert_ids_to_tokens(model: Any, ids: list[list[int]]) -> list[list[str]]:
+    tokenizer = model.tokenizer  # chat, embedding and rerank models all keep theirs
+    size = len(tokenizer)
+    bad = [i for row in ids for i in row if not 0 <= i < size]
+    if bad:
+        raise InvalidRequest(f"token ids {bad[:5]} are outside the vocabulary (0-{size - 1})", param="input")
+    return [list(tokenizer.convert_ids_to_tokens(row)) for row in ids]
+
+
+@hookimpl
+async def rerank(model: Any, request: RerankRequest) -> RerankResult:
+    from xinf_transformers.rerank import RerankModel
+
+    if not isinstance(model, RerankModel):
+        raise InvalidRequest("this model is not a reranker: use a model with the rerank ability", param="model")
+    return await model.rerank(request)
+
+
+@hookimpl
 def unload(model: Any) -> None:
     closer = getattr(getattr(model, "runner", model), "close", None)
     if closer is not None:
@@ -287,6 +384,9 @@ def unload(model: Any) -> None:
 
 @hookimpl
 async def update_adapters(model: Any, add: list[LoraAdapter], remove: list[str]) -> None:
+    from xinf.adapters import as_adapters
+
+    add = as_adapters(add)
     if not isinstance(model, ChatModel) or model.gate is None:
         raise InvalidRequest(
             "this model was launched without LoRA adapters; launch it with peft_model_config to change them later",

@@ -28,11 +28,11 @@ class SerialRunner:
     def check(self, job: Job) -> None:
         pass
 
-    async def tokens(self, job: Job) -> AsyncIterator[list[int]]:
+    async def tokens(self, job: Job, processors: list[Any] | None = None) -> AsyncIterator[list[int]]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancelled = threading.Event()
-        future = loop.run_in_executor(self.pool, self._run, job, loop, queue, cancelled)
+        future = loop.run_in_executor(self.pool, self._run, job, loop, queue, cancelled, processors or [])
         try:
             while True:
                 item = await queue.get()
@@ -44,7 +44,14 @@ class SerialRunner:
             # Checked by generate() before every step: the worker moves on to the next request.
             cancelled.set()
 
-    def _run(self, job: Job, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any], cancelled: Any) -> None:
+    def _run(
+        self,
+        job: Job,
+        loop: asyncio.AbstractEventLoop,
+        queue: asyncio.Queue[Any],
+        cancelled: Any,
+        processors: list[Any],
+    ) -> None:
         import torch
         from transformers import StoppingCriteria
         from transformers.generation.streamers import BaseStreamer
@@ -93,6 +100,7 @@ class SerialRunner:
                     attention_mask=torch.ones_like(ids),
                     streamer=Streamer(),
                     stopping_criteria=[Cancelled()],
+                    logits_processor=processors or None,
                     **kwargs,
                 )
         finally:

@@ -20,7 +20,10 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+from xinf import cores
 from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, LaunchError
+from xinf.toolcalls import known
+from xinf.toolcalls.choice import forced_schema, is_forced
 from xinf.types import Chunk, GenerateRequest, ModelSpec, Placement, TokenLogprob, Usage
 from xinf_vllm import lora, memory
 from xinf_vllm import settings as s
@@ -36,13 +39,23 @@ _SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "pr
 
 
 class VllmModel:
-    """A running ``AsyncLLM`` and what generation needs to know about it."""
+    """A running ``AsyncLLM`` and what generation needs to know about it.
+
+    Tool calls: xinf drives ``AsyncLLM`` directly, below vLLM's OpenAI layer
+    where its tool parsers live, so the core parses the family's declared
+    format; a forced call is constrained with vLLM's structured outputs.
+    """
+
+    #: forced tool calls are constrained to ``xinf.toolcalls.choice.forced_schema`` (see ``sampling_params``)
+    constrains_tool_calls = True
 
     def __init__(self, engine: Any, spec: ModelSpec, rpc_dir: str):
         self.engine = engine
         self.spec = spec
         self.max_model_len = int(engine.model_config.max_model_len)
+        self.context_length = self.max_model_len  # what one request may use (reported to the server)
         self.rpc_dir = rpc_dir
+        self.threads: int | None = None  # vLLM-CPU's OpenMP threads (VLLM_CPU_OMP_THREADS_BIND)
         # The model's generation_config.json defaults, as vLLM's own server applies them.
         self.defaults: dict[str, Any] = engine.model_config.get_diff_sampling_param()
         self.defaults.pop("max_tokens", None)
@@ -56,6 +69,22 @@ def prepare_environment() -> None:
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("VLLM_DO_NOT_TRACK", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is on disk: never wait on a hub
+
+
+def bind_threads(placement: Placement) -> int | None:
+    """vLLM-CPU's OpenMP threads, one per CPU the replica is pinned to; ``--env VLLM_CPU_OMP_THREADS_BIND`` wins.
+
+    vLLM's default ("auto") binds to the cores of a NUMA node whatever this
+    process's affinity says, which would run over the other replicas' cores.
+    Returns the number of threads bound (None when cores are not placed).
+    """
+    bind = os.environ.get("VLLM_CPU_OMP_THREADS_BIND")
+    if bind is None and placement.cores and hasattr(os, "sched_getaffinity"):
+        bind = cores.ranges(os.sched_getaffinity(0))  # pinned already: the real CPUs of the set
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = bind
+    if not bind or bind in ("auto", "all", "nobind"):
+        return None
+    return len(cores.parse_ranges(bind.split("|")[0]))
 
 
 def engine_args(
@@ -106,7 +135,9 @@ async def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -
     from vllm.v1.engine.async_llm import AsyncLLM
 
     fields = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
-    args = engine_args(spec, options, placement, fields, gpu_build=installed_build() != "cpu")
+    cpu_build = installed_build() == "cpu"
+    threads = bind_threads(placement) if cpu_build else None
+    args = engine_args(spec, options, placement, fields, gpu_build=not cpu_build)
     # vLLM leaves its ZMQ socket files behind in the temp directory: give them a folder unload removes.
     rpc_dir = tempfile.mkdtemp(prefix="xinf-vllm-")
     os.environ["VLLM_RPC_BASE_PATH"] = rpc_dir
@@ -114,6 +145,7 @@ async def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -
     # our frames alive, and the engine must go when unload drops it (see unload).
     try:
         model = VllmModel(AsyncLLM.from_engine_args(AsyncEngineArgs(**args)), spec, rpc_dir)
+        model.threads = threads
     except Exception as exc:
         shutil.rmtree(rpc_dir, ignore_errors=True)
         raise LaunchError(f"vLLM could not start {spec.name}: {type(exc).__name__}: {exc}") from exc
@@ -203,6 +235,12 @@ def sampling_params(model: VllmModel, request: GenerateRequest, prompt_tokens: i
         structured = StructuredOutputsParams(json=schema)
     elif fmt.get("type") not in (None, "text"):
         raise InvalidRequest(f"unsupported response_format type {fmt.get('type')!r}", param="response_format")
+    if request.tools and known(model.spec.tool_parser) and is_forced(request.tool_choice):
+        if structured is not None:
+            raise InvalidRequest(
+                "response_format cannot be combined with a forced tool call (tool_choice)", param="response_format"
+            )
+        structured = StructuredOutputsParams(json=forced_schema(request.tools, request.tool_choice))
     try:
         return SamplingParams(
             **fields,
@@ -242,6 +280,7 @@ async def generate(model: VllmModel, request: GenerateRequest) -> AsyncIterator[
 
     if model.engine is None:
         raise EngineError("the vLLM engine has been shut down")
+    request.check_text_prompt("vllm")
     try:
         prompt = await render(model, request)
     except VLLMClientError as exc:

@@ -51,6 +51,7 @@ def unload(model: engine.VllmModel) -> None:
 
 @hookimpl
 async def update_adapters(model: engine.VllmModel, add: list[LoraAdapter], remove: list[str]) -> None:
+    from xinf.adapters import as_adapters
     from xinf_vllm import lora
 
-    await lora.update(model, add, remove)
+    await lora.update(model, as_adapters(add), remove)

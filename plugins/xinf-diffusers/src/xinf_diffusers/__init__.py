@@ -1,0 +1,1 @@
+"""Text to image for xinf: diffusers pipelines."""

@@ -1,0 +1,1 @@
+"""Text to speech for xinf: Piper voices."""
