@@ -18,3 +18,8 @@ class TestTestEngine(EngineContract):
     @classmethod
     def spec(cls) -> ModelSpec:
         return Registry(None).candidates("xinf-test-chat")[0]
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def embed_spec(cls) -> ModelSpec:
+        return Registry(None).candidates("xinf-test-embed")[0]

@@ -353,11 +353,15 @@ def _partial(ctx: common.Context, report: Report, server: Any, profile: Profile)
     report.add(f"The plan for {ctx.models[label].name} at n_ctx {n_ctx} as the GPU shrinks (estimator only):")
     report.table(["GPU free", "layers on GPU", "GPU bytes", "host bytes"], ladder)
 
-    # The smallest device on which about half the layers fit.
-    size = next(
-        (int(top * i / 48) for i in range(1, 49) if (plan_for(int(top * i / 48)).gpu_layers or 0) >= total_layers // 2),
-        top,
-    )
+    # The smallest device on which half the layers fit (bisection: the count only grows with the size).
+    low, high = 0, top
+    while high - low > MiB:
+        middle = (low + high) // 2
+        if (plan_for(middle).gpu_layers or 0) >= total_layers // 2:
+            high = middle
+        else:
+            low = middle
+    size = high
     plan = plan_for(size)
     limited = common.start_server(ctx, "llamacpp-limited", {"XINF_SIMULATED_GPUS": f"{size}"})
     try:

@@ -5,23 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import re
 
 from xinf.cores import host_cores
 from xinf.types import Device, Hardware
+from xinf.units import parse_size
 
 log = logging.getLogger(__name__)
-
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """``24GiB``, ``24G``, ``512MiB``, ``1.5GB`` or plain bytes -> bytes (binary units)."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", text.lower())
-    if not match:
-        raise ValueError(f"not a size: {text!r} (use forms like 24GiB or 512MiB)")
-    number, unit = float(match.group(1)), match.group(2)
-    return int(number * _UNITS[unit])
 
 
 def simulated_devices(spec: str) -> list[Device]:

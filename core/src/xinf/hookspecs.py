@@ -12,6 +12,12 @@ CLI import every plugin to list engines and must stay fast.
 ``match_model`` is asked of every plugin and the core ranks the answers;
 the other hooks are only ever called on the one plugin that serves a model, so
 hook order never decides anything.
+
+Besides hooks, a plugin module may declare ``VIRTUAL_ENV_PACKAGES: list[str]``:
+pip requirements every model of the engine needs.  When virtual environments
+are enabled (``XINFERENCE_ENABLE_VIRTUAL_ENV``), such a launch runs its
+replicas in an environment holding them (``xinf.virtualenv``).  The guide for
+plugin authors is docs/plugins.md.
 """
 
 from __future__ import annotations
@@ -89,9 +95,11 @@ def estimate_vram(spec: ModelSpec, options: dict[str, Any], devices: list[Device
 
 @hookspec
 def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
-    """Load ``spec`` and return the loaded model (any object the engine likes).
+    """Load ``spec`` and return the loaded model (any object the engine likes); may be a coroutine function.
 
-    Called once in the replica process, only on the chosen engine.  The process
+    Called once in the replica process, only on the chosen engine; a coroutine
+    is awaited on the replica's event loop (where asyncio engines such as
+    vLLM's must start).  The process
     already has the model's environment variables and ``CUDA_VISIBLE_DEVICES``
     set from ``placement``, and is pinned to ``placement.cores`` (with
     ``OMP_NUM_THREADS`` and the like sized to them): size the engine's own
@@ -213,7 +221,7 @@ def convert_ids_to_tokens(model: Any, ids: list[list[int]]) -> list[list[str]]:
 
 @hookspec
 def unload(model: Any) -> None:
-    """Release ``model``'s resources before the replica process exits.
+    """Release ``model``'s resources before the replica process exits; may be a coroutine function.
 
     Called once in the replica process on orderly shutdown (terminate).  A
     crashed replica never gets here: the OS reclaims its memory.

@@ -29,7 +29,7 @@ def read() -> tuple[int, int]:
     """(total, available) host memory in bytes: ``XINF_SIMULATED_HOST_MEMORY``, else /proc/meminfo."""
     simulated = os.environ.get("XINF_SIMULATED_HOST_MEMORY", "").strip()
     if simulated:
-        from xinf.devices import parse_size
+        from xinf.units import parse_size
 
         size = parse_size(simulated)
         return size, size

@@ -136,29 +136,16 @@ def _place(
 ) -> list[Placement]:
     """Nodes and devices for each replica, by device memory."""
     nodes = _nodes(hardware, worker_ip)
-    rank = {n.id: i for i, n in enumerate(hardware.nodes)}
-    devices = sorted(hardware.devices, key=lambda d: (rank.get(d.node or "", 0), d.index))
-    if nodes:
-        allowed = {n.id for n in nodes}
-        devices = [d for d in devices if d.node in allowed]
-    if gpu_idx:
-        known = {d.index for d in devices}
-        missing = [i for i in gpu_idx if i not in known]
-        if missing:
-            raise LaunchError(f"gpu_idx {missing} not found; devices here: {sorted(known) or 'none (CPU only)'}")
-        devices = [d for d in devices if d.index in gpu_idx]
-        if n_gpu is None:
-            n_gpu = len(gpu_idx) if len(gpu_idx) > 1 and replicas == 1 else 1
+    devices = _usable_devices(hardware, nodes, gpu_idx)
+    if gpu_idx and n_gpu is None:
+        n_gpu = len(gpu_idx) if len(gpu_idx) > 1 and replicas == 1 else 1
     if n_gpu == 0 or not devices:
         if n_gpu and not devices:
             where = "this machine has" if not nodes else f"{_names(nodes)} {'has' if len(nodes) == 1 else 'have'}"
             raise LaunchError(f"n_gpu={n_gpu} asked for, but {where} no GPU")
         if nodes:
             return _place_on_nodes(uid, replicas, first_replica, nodes, ledger, estimate, strategy)
-        placements = []
-        for i in range(replicas):
-            placements.append(Placement(replica=first_replica + i, estimate=estimate([])))
-        return placements
+        return [Placement(replica=first_replica + i, estimate=estimate([])) for i in range(replicas)]
     per_replica = n_gpu or 1
     most = max(sum(1 for d in devices if d.node == node) for node in {d.node for d in devices})
     if per_replica > most:
@@ -174,6 +161,22 @@ def _place(
         trial.add(f"{uid}/{index}", placement)
         placements.append(placement)
     return placements
+
+
+def _usable_devices(hardware: Hardware, nodes: list[Node], gpu_idx: list[int] | None) -> list[Device]:
+    """The devices a launch may use, by node then index: those of ``nodes`` (all on one machine), among ``gpu_idx``."""
+    rank = {n.id: i for i, n in enumerate(hardware.nodes)}
+    devices = sorted(hardware.devices, key=lambda d: (rank.get(d.node or "", 0), d.index))
+    if nodes:
+        allowed = {n.id for n in nodes}
+        devices = [d for d in devices if d.node in allowed]
+    if gpu_idx:
+        known = {d.index for d in devices}
+        missing = [i for i in gpu_idx if i not in known]
+        if missing:
+            raise LaunchError(f"gpu_idx {missing} not found; devices here: {sorted(known) or 'none (CPU only)'}")
+        devices = [d for d in devices if d.index in gpu_idx]
+    return devices
 
 
 def _host_and_cores(

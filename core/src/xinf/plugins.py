@@ -3,7 +3,8 @@
 Each entry point in the ``xinf.engines`` group is loaded on its own, so one
 plugin that fails to import (or implements a hook wrongly) is recorded with its
 error while the others keep working.  ``XINF_PLUGINS=a,b`` limits loading to
-the named engines.
+the named engines; ``XINF_TRACE_PLUGINS=1`` reports every hook call on stderr
+(``xinf.plugintrace``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import msgspec
 import pluggy
 
-from xinf import hookspecs
+from xinf import hookspecs, plugintrace
 from xinf.errors import InvalidRequest
 from xinf.types import EngineMatch, Hardware, ModelSpec
 
@@ -48,6 +49,7 @@ class PluginHost:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.engines: dict[str, EngineInfo] = {}
+        self.trace = plugintrace.enabled()
 
     # ------------------------------------------------------------ loading
 
@@ -185,9 +187,10 @@ class PluginHost:
             if impl.plugin_name != engine:
                 continue
             declared = set(impl.argnames)
-            if declared >= set(caller.spec.argnames):
-                return impl.function  # type: ignore[no-any-return]
-            return _subset_caller(impl.function, declared)
+            function: Callable[..., Any] = impl.function
+            if not declared >= set(caller.spec.argnames):
+                function = _subset_caller(function, declared)
+            return plugintrace.traced(engine, name, function) if self.trace else function
         return None
 
 

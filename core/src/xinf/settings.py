@@ -114,7 +114,7 @@ class Settings(msgspec.Struct, kw_only=True):
             s.cpu_cores_per_replica = _int(env, "XINF_CPU_CORES_PER_REPLICA", 0, 0)
         _int(env, "XINF_SIMULATED_CPU_CORES", 1, 1)  # read by the inventory; checked here so a typo stops start-up
         if env.get("XINF_SIMULATED_HOST_MEMORY", "").strip():
-            from xinf.devices import parse_size
+            from xinf.units import parse_size
 
             try:
                 parse_size(env["XINF_SIMULATED_HOST_MEMORY"])

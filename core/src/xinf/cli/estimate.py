@@ -14,7 +14,7 @@ import click
 import msgspec
 
 from xinf.errors import InvalidRequest, XinfError
-from xinf.types import Device, MemoryEstimate, ModelSpec
+from xinf.types import Device, Hardware, MemoryEstimate, ModelSpec
 from xinf.units import format_bytes
 
 
@@ -30,7 +30,6 @@ def run(
     options: dict[str, Any],
     as_json: bool,
 ) -> None:
-    from xinf.devices import inventory, parse_size
     from xinf.plugins import PluginHost
     from xinf.settings import Settings, SettingsError
 
@@ -38,15 +37,7 @@ def run(
         settings = Settings.from_env()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
-    hardware = inventory()
-    if gpu_memory:
-        try:
-            sizes = [parse_size(s) for s in gpu_memory]
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--gpu-memory") from None
-        hardware.devices = [
-            Device(index=i, name=f"GPU {i}", total_memory=s, free_memory=s) for i, s in enumerate(sizes)
-        ]
+    hardware = _hardware(gpu_memory)
     plugins = PluginHost.discover()
     try:
         spec, engine = _resolve(
@@ -69,18 +60,26 @@ def run(
     if estimate is None:
         raise click.ClickException(f"{engine} could not estimate {spec.name} (see the log above)")
     if as_json:
-        data = {
-            "model_name": spec.name,
-            "model_format": spec.format,
-            "quantization": spec.quantization,
-            "model_engine": engine,
-            "model_path": spec.source.path,
-            "devices": [msgspec.to_builtins(d) for d in hardware.devices],
-            "estimate": {**msgspec.to_builtins(estimate), "total": estimate.total},
-        }
-        click.echo(msgspec.json.format(msgspec.json.encode(data), indent=2).decode())
-        return
-    _print(spec, engine, hardware.devices, estimate)
+        _print_json(spec, engine, hardware.devices, estimate)
+    else:
+        _print(spec, engine, hardware.devices, estimate)
+
+
+def _hardware(gpu_memory: tuple[str, ...]) -> Hardware:
+    """This machine, or with ``--gpu-memory`` given: devices of those free sizes instead of its own."""
+    from xinf.devices import inventory
+    from xinf.units import parse_size
+
+    hardware = inventory()
+    if gpu_memory:
+        try:
+            sizes = [parse_size(s) for s in gpu_memory]
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--gpu-memory") from None
+        hardware.devices = [
+            Device(index=i, name=f"GPU {i}", total_memory=s, free_memory=s) for i, s in enumerate(sizes)
+        ]
+    return hardware
 
 
 def _resolve(
@@ -137,6 +136,19 @@ def _with_local_file(spec: ModelSpec, settings: Any) -> ModelSpec:
         )
     path = hub.local_path(spec, settings)
     return msgspec.structs.replace(spec, source=msgspec.structs.replace(src, path=path))
+
+
+def _print_json(spec: ModelSpec, engine: str, devices: list[Device], est: MemoryEstimate) -> None:
+    data = {
+        "model_name": spec.name,
+        "model_format": spec.format,
+        "quantization": spec.quantization,
+        "model_engine": engine,
+        "model_path": spec.source.path,
+        "devices": [msgspec.to_builtins(d) for d in devices],
+        "estimate": {**msgspec.to_builtins(est), "total": est.total},
+    }
+    click.echo(msgspec.json.format(msgspec.json.encode(data), indent=2).decode())
 
 
 def _print(spec: ModelSpec, engine: str, devices: list[Device], est: MemoryEstimate) -> None:

@@ -13,28 +13,12 @@ from starlette.responses import Response
 from xinf import launchinputs, placement
 from xinf.errors import InvalidRequest, NotFound
 from xinf.registry import MODEL_TYPES, Family, parse_family
-from xinf.schemas import LAUNCH_FIELDS, LaunchRequest, RegisterRequest
-from xinf.server.http import decode, json_response, query_flag, read_body, validation_error
+from xinf.schemas import RegisterRequest
+from xinf.server.http import decode, json_response, query_flag, read_body
+from xinf.server.launchbody import split_launch
 from xinf.server.state import State, state
 
 log = logging.getLogger(__name__)
-
-
-def split_launch(body: dict[str, Any]) -> tuple[LaunchRequest, dict[str, Any]]:
-    """Xinference's launch fields, and everything else as engine options."""
-    known = {k: v for k, v in body.items() if k in LAUNCH_FIELDS}
-    if "size_in_billions" in known:
-        known.setdefault("model_size_in_billions", known.pop("size_in_billions"))
-    options = {k: v for k, v in body.items() if k not in LAUNCH_FIELDS and v is not None}
-    try:
-        req = msgspec.convert(known, LaunchRequest)
-    except msgspec.ValidationError as exc:
-        raise validation_error(exc) from None
-    if req.model_type not in (None, *MODEL_TYPES):
-        raise InvalidRequest(
-            f"model_type {req.model_type!r} is not served here (served: {', '.join(MODEL_TYPES)})", param="model_type"
-        )
-    return req, options
 
 
 async def launch(request: Request) -> Response:

@@ -185,7 +185,7 @@ def create_app(
 
 
 async def _launch(manager: ModelManager, body: dict[str, Any]) -> None:
-    from xinf.server.admin import split_launch
+    from xinf.server.launchbody import split_launch
 
     try:
         req, options = split_launch(body)

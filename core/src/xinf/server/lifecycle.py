@@ -27,8 +27,8 @@ from starlette.routing import BaseRoute, Route
 
 from xinf.errors import Conflict, InvalidRequest, XinfError
 from xinf.schemas import LAUNCH_FIELDS
-from xinf.server.admin import split_launch
 from xinf.server.http import decode, json_response, read_body
+from xinf.server.launchbody import split_launch
 from xinf.server.state import State, state
 from xinf.storage import atomic_write
 

@@ -363,23 +363,46 @@ def _plan_for(shape: ModelShape, s: EstimateOptions, free: list[int], n: int) ->
     ctx = s.context
     kv = shape.kv_bytes(ctx, s.type_k, s.type_v, s.swa_full)
     graph = graph_size(shape, ctx, s.flash_attn)
-    total = shape.total_layers
-    devices = len(free)
     where = _layer_devices(shape.n_layer, n, free)  # device index per layer (None: host), output last
+    per_device, host, on_device = _weights_and_cache(shape, s, where, kv, len(free))
+    # Logits of one token per slot, kept on the host for sampling.
+    host += 4 * shape.n_vocab * max(1, ctx.n_parallel)
+    device_graph, host_graph = _compute_buffers(shape, s, where, n, graph, on_device)
+    per_device = [need + extra for need, extra in zip(per_device, device_graph)]
+    host += host_graph
+    return Plan(
+        gpu_layers=n,
+        total_layers=shape.total_layers,
+        per_device=per_device,
+        host=host,
+        weights=shape.weights + s.projector + sum(s.adapters.values()),
+        kv_cache=sum(kv),
+        graph=graph,
+        fits=all(need <= f for need, f in zip(per_device, free)),
+        context=ctx,
+        kv_per_token=shape.kv_per_token(s.type_k, s.type_v),
+        notes=list(shape.notes),
+    )
+
+
+def _weights_and_cache(
+    shape: ModelShape, s: EstimateOptions, where: list[int | None], kv: list[int], devices: int
+) -> tuple[list[int], int, list[bool]]:
+    """Bytes per device and on the host for the weights, the KV cache and the projector, placed as ``where``
+    says; and which devices hold any layer."""
     per_device = [DEVICE_RESERVE] * devices
     host = shape.input_bytes
     on_device = [False] * devices
     for il in range(shape.n_layer):
         d = where[il]
-        kv_on_device = d is not None and not s.no_kv_offload
         layer = shape.layer_bytes[il] + s.adapters.get(il, 0)  # llama.cpp keeps a LoRA beside its tensor
         if d is None:
             host += layer
         else:
             per_device[d] += layer
             on_device[d] = True
-        if kv_on_device:
-            per_device[d] += kv[il]  # type: ignore[index]
+        if d is not None and not s.no_kv_offload:
+            per_device[d] += kv[il]
         else:
             host += kv[il]
     out_dev = where[shape.n_layer]
@@ -394,39 +417,28 @@ def _plan_for(shape: ModelShape, s: EstimateOptions, free: list[int], n: int) ->
             per_device[0] += s.projector
         else:
             host += s.projector
-    # Logits of one token per slot, kept on the host for sampling.
-    host += 4 * shape.n_vocab * max(1, ctx.n_parallel)
-    if devices:
-        copy = 0
-        if n < total and s.op_offload:
-            host_weights = [shape.layer_largest[il] for il in range(shape.n_layer) if where[il] is None]
-            if out_dev is None:
-                host_weights.append(max(shape.output_bytes, shape.tied_bytes))
-            copy = max(host_weights, default=0)
-        for d in range(devices):
-            # Devices holding layers run their part of the graph; with op
-            # offload the main device also runs big host-layer batches.
-            if on_device[d] or (d == 0 and s.op_offload):
-                per_device[d] += graph + copy
-        # The host keeps a graph for its own layers, and small input buffers otherwise.
-        host += graph if n < total else 4 * ubatch(ctx) * shape.n_embd * 2
-    else:
-        host += graph
-    kv_total = sum(kv)
-    notes = list(shape.notes)
-    return Plan(
-        gpu_layers=n,
-        total_layers=total,
-        per_device=per_device,
-        host=host,
-        weights=shape.weights + s.projector + sum(s.adapters.values()),
-        kv_cache=kv_total,
-        graph=graph,
-        fits=all(need <= f for need, f in zip(per_device, free)),
-        context=ctx,
-        kv_per_token=shape.kv_per_token(s.type_k, s.type_v),
-        notes=notes,
-    )
+    return per_device, host, on_device
+
+
+def _compute_buffers(
+    shape: ModelShape, s: EstimateOptions, where: list[int | None], n: int, graph: int, on_device: list[bool]
+) -> tuple[list[int], int]:
+    """The compute graph's bytes on each device and on the host."""
+    devices = len(on_device)
+    if not devices:
+        return [], graph
+    copy = 0
+    if n < shape.total_layers and s.op_offload:
+        host_weights = [shape.layer_largest[il] for il in range(shape.n_layer) if where[il] is None]
+        if where[shape.n_layer] is None:
+            host_weights.append(max(shape.output_bytes, shape.tied_bytes))
+        copy = max(host_weights, default=0)
+    # Devices holding layers run their part of the graph; with op
+    # offload the main device also runs big host-layer batches.
+    per_device = [graph + copy if on_device[d] or (d == 0 and s.op_offload) else 0 for d in range(devices)]
+    # The host keeps a graph for its own layers, and small input buffers otherwise.
+    host = graph if n < shape.total_layers else 4 * ubatch(s.context) * shape.n_embd * 2
+    return per_device, host
 
 
 def _layer_devices(n_layer: int, n_gpu: int, free: list[int]) -> list[int | None]:

@@ -38,7 +38,7 @@ from xinf.prompts import encode_prompt, output_room
 from xinf.stops import StopMatcher
 from xinf.types import Chunk, GenerateRequest, ModelSpec, TokenLogprob, Usage
 from xinf_mlx.memory import default_context, read_config
-from xinf_mlx.plugin import MLXOptions
+from xinf_mlx.options import MLXOptions
 
 log = logging.getLogger("xinf.mlx")
 Sampler = Callable[[mx.array], mx.array]

@@ -187,14 +187,23 @@ def estimate(
             host=weights + kv + CPU_BASE,
             note=f"KV cache for {seqs} sequences of {max_len} tokens on CPU",
         )
+    return _gpu_estimate(settings, config, devices, weights, per_token, max_len, seqs, dtype_bytes)
+
+
+def _gpu_estimate(
+    settings: s.Settings,
+    config: dict[str, Any],
+    devices: list[Device],
+    weights: int,
+    per_token: int,
+    max_len: int,
+    seqs: int,
+    dtype_bytes: int,
+) -> MemoryEstimate:
+    """On CUDA: vLLM takes ``gpu_memory_utilization`` of every device, split over tensor parallelism."""
     tp = settings.tensor_parallel_size or len(devices)
     kv = per_token * max_len * seqs
-    hidden = int(config.get("hidden_size") or 0)
-    inter = int(config.get("intermediate_size") or 4 * hidden)
-    vocab = int(config.get("vocab_size") or 0)
-    batched = settings.max_num_batched_tokens or s.MAX_NUM_BATCHED_TOKENS
-    # fp32 logits for every running sequence; the gate/up output of one prefill chunk, split over tp.
-    overhead = CUDA_BASE + seqs * vocab * 4 + batched * 2 * math.ceil(inter / tp) * dtype_bytes
+    overhead = _gpu_overhead(settings, config, seqs, tp, dtype_bytes)
     weights_dev = math.ceil(weights / tp)
     if settings.kv_cache_memory_bytes is not None:
         # A fixed KV cache per device: vLLM then takes just that, ignoring gpu_memory_utilization.
@@ -215,8 +224,8 @@ def estimate(
         int(util * d.total_memory) if minimum <= int(util * d.total_memory) else math.ceil(minimum / util)
         for d in devices
     ]
-    notes = []
     share = min(int(util * d.total_memory) for d in devices)
+    notes = []
     if weights_dev + kv_dev + overhead > share:
         fits = max(0, (share - weights_dev - overhead) * tp // (per_token * max_len))
         notes.append(
@@ -235,6 +244,16 @@ def estimate(
         per_device=per_device,
         note="; ".join(notes),
     )
+
+
+def _gpu_overhead(settings: s.Settings, config: dict[str, Any], seqs: int, tp: int, dtype_bytes: int) -> int:
+    """Per device: the CUDA runtime, fp32 logits for every running sequence, and the gate/up output of one
+    prefill chunk, split over tensor parallelism."""
+    hidden = int(config.get("hidden_size") or 0)
+    inter = int(config.get("intermediate_size") or 4 * hidden)
+    vocab = int(config.get("vocab_size") or 0)
+    batched = settings.max_num_batched_tokens or s.MAX_NUM_BATCHED_TOKENS
+    return CUDA_BASE + seqs * vocab * 4 + batched * 2 * math.ceil(inter / tp) * dtype_bytes
 
 
 def cpu_kv_cache_bytes(settings: s.Settings, per_token: int, max_len: int, seqs: int) -> int:
