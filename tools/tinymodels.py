@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         kind = {"bool": lambda v: v.lower() in ("1", "true", "yes"), "float": float}.get(str(field.type), int)
         parser.add_argument("--" + field.name.replace("_", "-"), dest=field.name, type=kind)
     parser.add_argument("--dtype", choices=list(SAFETENSORS_DTYPES))
-    parser.add_argument("--ftype", choices=["f16", "q8_0"])
+    parser.add_argument("--ftype", choices=["f16", "q8_0", "f32"])
     parser.add_argument("--seed", type=int)
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k not in ("name", "out") and v is not None}

@@ -16,7 +16,7 @@ from typing import Any
 from tinymodels import VERSION, Shape, random_tensor
 from tinymodels_tokenizer import ADDED_TOKENS, CHATML_TEMPLATE, EOS, PAD, token_id, train_tokenizer
 
-FTYPES = ("f16", "q8_0")
+FTYPES = ("f16", "q8_0", "f32")
 
 
 def gguf_tensors(shape: Shape, vocab: int) -> list[tuple[str, tuple[int, ...]]]:
@@ -42,8 +42,15 @@ def gguf_tensors(shape: Shape, vocab: int) -> list[tuple[str, tuple[int, ...]]]:
     return out
 
 
-def write_gguf(path: Path, shape: Shape, ftype: str = "f16", seed: int = 0) -> Path:
-    """Write a llama-architecture GGUF at ``path``; matrices in ``ftype``, norms in F32."""
+def write_gguf(
+    path: Path, shape: Shape, ftype: str = "f16", seed: int = 0, delta: dict[str, Any] | None = None
+) -> Path:
+    """Write a llama-architecture GGUF at ``path``; matrices in ``ftype``, norms in F32.
+
+    ``delta`` (tensor name -> float32 array) is added to those random tensors
+    before they are stored: a LoRA adapter merged into the weights
+    (``tinymodels_lora``).
+    """
     import gguf
     import numpy as np
 
@@ -66,8 +73,9 @@ def write_gguf(path: Path, shape: Shape, ftype: str = "f16", seed: int = 0) -> P
     w = gguf.GGUFWriter(path, "llama")
     w.add_name(f"xinf tinymodels llama {shape.layers}x{shape.hidden}")
     w.add_description(f"random weights, tinymodels v{VERSION} seed {seed}")
-    w.add_file_type(int(gguf.LlamaFileType.MOSTLY_F16 if ftype == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0))
-    if ftype != "f16":
+    file_types = {"f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0", "f32": "ALL_F32"}
+    w.add_file_type(int(getattr(gguf.LlamaFileType, file_types[ftype])))
+    if ftype == "q8_0":
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     w.add_vocab_size(vocab)
     w.add_context_length(shape.context)
@@ -94,7 +102,7 @@ def write_gguf(path: Path, shape: Shape, ftype: str = "f16", seed: int = 0) -> P
 
     names = gguf_tensors(shape, vocab)
     for name, dims in names:
-        if len(dims) == 1:
+        if len(dims) == 1 or ftype == "f32":
             w.add_tensor_info(name, dims, np.dtype(np.float32), int(np.prod(dims)) * 4)
         elif ftype == "f16":
             w.add_tensor_info(name, dims, np.dtype(np.float16), int(np.prod(dims)) * 2)
@@ -107,7 +115,9 @@ def write_gguf(path: Path, shape: Shape, ftype: str = "f16", seed: int = 0) -> P
     rng = np.random.default_rng(seed)
     for name, dims in names:
         data: Any = random_tensor(rng, name, dims)
-        if len(dims) > 1:
+        if delta and name in delta:
+            data = data + delta[name].astype(np.float32)
+        if len(dims) > 1 and ftype != "f32":
             data = gguf.quants.quantize(data, qtype)
         w.write_tensor_data(data)
     w.close()

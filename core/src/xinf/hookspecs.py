@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         EngineMatch,
         GenerateRequest,
         Hardware,
+        LoraAdapter,
         MemoryEstimate,
         ModelSpec,
         Placement,
@@ -224,4 +225,19 @@ def unload(model: Any) -> None:
 
     Called once in the replica process on orderly shutdown (terminate).  A
     crashed replica never gets here: the OS reclaims its memory.
+    """
+
+
+@hookspec
+def update_adapters(model: Any, add: list[LoraAdapter], remove: list[str]) -> None:
+    """Load the LoRA adapters ``add`` into ``model`` and drop those named in ``remove``; may be a coroutine function.
+
+    Called in the replica process by ``POST``/``DELETE /v1/models/{uid}/adapters``,
+    on the plugin that loaded ``model``, once per replica (a ``Call`` frame:
+    ``add`` may arrive as plain maps; ``xinf.adapters.as_adapters`` makes them
+    ``LoraAdapter`` s).  Requests name the
+    adapters as ``GenerateRequest.adapter`` from then on.  Raise
+    ``xinf.errors.InvalidRequest`` (or ``LaunchError``) with the reason when
+    the change cannot be made.  An engine without this hook serves the
+    adapters it was launched with until it is launched again.
     """

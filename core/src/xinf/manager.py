@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from xinf import hub, placement, virtualenv
+from xinf import adapters, hub, placement, virtualenv
 from xinf.devices import inventory
 from xinf.downloads import LaunchCancelled
 from xinf.errors import Conflict, InvalidRequest, LaunchError, NotFound
@@ -106,6 +106,8 @@ class ModelManager:
             raise InvalidRequest(
                 f"model {candidates[0].name!r} is a {candidates[0].model_type} model, not {kind}", param="model_type"
             )
+        loras = adapters.from_config(req.peft_model_config)
+        candidates = [adapters.with_adapters(c, loras) for c in candidates]
         first_error: InvalidRequest | None = None
         for spec in candidates:
             try:
@@ -130,6 +132,7 @@ class ModelManager:
         uid = req.model_uid or spec.name
         if not _UID.match(uid):
             raise InvalidRequest(f"invalid model_uid {uid!r}: use letters, digits, '.', '_' and '-'", param="model_uid")
+        adapters.check_uid(uid, spec.adapters)
         if req.enable_thinking is not None and not spec.is_reasoning:
             raise InvalidRequest(
                 f"{spec.name} is not a reasoning model; enable_thinking does not apply", param="enable_thinking"

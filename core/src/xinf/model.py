@@ -275,6 +275,7 @@ class RunningModel:
             "error": self.error,
             "routing": self.routing,
             "virtual_env": None if self.python == sys.executable else self.python,
+            "adapters": [{"name": a.name, "path": a.path, "scale": a.scale} for a in spec.adapters],
             "replicas": [
                 {
                     "index": r.index,

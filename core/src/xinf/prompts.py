@@ -53,7 +53,9 @@ def encode_prompt(tokenizer: Any, spec: ModelSpec, request: GenerateRequest) -> 
         size = len(tokenizer)
         bad = [i for i in request.prompt_ids if not 0 <= i < size]
         if bad:
-            raise InvalidRequest(f"prompt token ids {bad[:5]} are not in the vocabulary (0 to {size - 1})", param="prompt")
+            raise InvalidRequest(
+                f"prompt token ids {bad[:5]} are not in the vocabulary (0 to {size - 1})", param="prompt"
+            )
         return list(request.prompt_ids)
     return list(tokenizer.encode(request.prompt or ""))
 

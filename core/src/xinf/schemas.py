@@ -58,6 +58,8 @@ class Sampling(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     logit_bias: dict[str, float] | None = None
     # Xinference's generate_config["request_id"]: names the request for abort and progress.
     request_id: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    # Xinference's generate_config key: the LoRA adapter to run with (also "<uid>:<adapter>" as model).
+    lora_name: str | None = None
 
     @property
     def stops(self) -> list[str]:
@@ -127,9 +129,10 @@ class LaunchRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     download_hub: Literal["huggingface", "modelscope", "csghub"] | None = None
     autostart: bool = False  # launch it again whenever the server starts (an autostart entry)
     routing: Literal["least_busy", "prefix"] | None = None  # default: XINF_ROUTING
+    # LoRA adapters: {"lora_list": [{"lora_name", "local_path"[, "scale"]}]} (xinf.adapters)
+    peft_model_config: dict[str, Any] | None = None
     # Accepted for compatibility with Xinference clients, unused here.
     n_worker: int | None = None
-    peft_model_config: dict[str, Any] | None = None
     replica_config: list[dict[str, Any]] | None = None
 
 

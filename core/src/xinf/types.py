@@ -46,8 +46,26 @@ class ModelSource(msgspec.Struct, kw_only=True, omit_defaults=True):
     path: str | None = None
 
 
+class LoraAdapter(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A LoRA adapter launched with a model (``peft_model_config``'s ``lora_list``).
+
+    ``path`` is a PEFT directory (``adapter_config.json`` + weights) or, for
+    llama.cpp, a GGUF adapter file; ``scale`` multiplies its effect (1.0 = as
+    trained).  Requests pick it by ``name`` (see ``xinf.adapters``).
+    """
+
+    name: str
+    path: str
+    scale: float = 1.0
+
+
 class ModelSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """One concrete model: a family at a given format, size and quantization."""
+    """One concrete model: a family at a given format, size and quantization.
+
+    ``adapters`` are the LoRA adapters the model is launched with: engines see
+    them in ``match_model`` (an engine that cannot serve them declines, saying
+    so), ``estimate_vram`` (their memory) and ``load`` (each replica loads them).
+    """
 
     name: str
     format: str
@@ -72,6 +90,7 @@ class ModelSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     source: ModelSource = msgspec.field(default_factory=ModelSource)
     description: str = ""
     builtin: bool = False
+    adapters: list[LoraAdapter] = msgspec.field(default_factory=list)
 
     @property
     def is_reasoning(self) -> bool:
@@ -205,7 +224,8 @@ class GenerateRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     given as token ids (then ``prompt`` is None).  ``prompt_logprobs`` (echo):
     the engine's first chunk carries the prompt's tokens in
     ``Chunk.prompt_logprobs`` with that many alternatives each; an engine that
-    cannot raises ``InvalidRequest``.
+    cannot raises ``InvalidRequest``.  ``adapter`` names the LoRA adapter (one
+    of ``ModelSpec.adapters``) the request runs with; None means the base model.
     """
 
     messages: list[dict[str, Any]] | None = None
@@ -231,6 +251,7 @@ class GenerateRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     response_format: dict[str, Any] | None = None
     chat_template_kwargs: dict[str, Any] = msgspec.field(default_factory=dict)
     ignore_eos: bool = False
+    adapter: str | None = None
 
     @property
     def is_chat(self) -> bool:

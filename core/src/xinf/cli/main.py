@@ -192,6 +192,13 @@ def parse_extra(args: list[str]) -> dict[str, Any]:
 @click.option("--enable-thinking/--disable-thinking", default=None, help="Thinking mode for reasoning models.")
 @click.option("--model-path", help="Local GGUF file or model directory.")
 @click.option(
+    "--lora",
+    "loras",
+    multiple=True,
+    metavar="NAME=PATH[:SCALE]",
+    help="LoRA adapter to load with the model (repeatable); requests pick it with model NAME.",
+)
+@click.option(
     "--download-hub",
     type=click.Choice(["huggingface", "modelscope", "csghub"]),
     help="Hub to download from (default: $XINFERENCE_MODEL_SRC).",
@@ -234,6 +241,13 @@ def launch(ctx: click.Context, /, **kw: Any) -> None:
         "virtual_env_packages": list(kw["venv_packages"]) or None,
         "enable_virtual_env": kw["enable_virtual_env"],
     }
+    if kw["loras"]:
+        from xinf.adapters import parse_cli
+
+        try:
+            body["peft_model_config"] = {"lora_list": [parse_cli(v) for v in kw["loras"]]}
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     body = {k: v for k, v in body.items() if v is not None or k == "n_gpu"}
     body.update(parse_extra(ctx.args))
     params = {"wait_ready": "false"} if kw["no_wait"] else None
@@ -364,6 +378,8 @@ def list_models(endpoint: str, api_key: str | None, as_json: bool) -> None:
     if as_json:
         echo_json(data)
         return
+    loras = [(m["id"], m["parent"], m.get("root")) for m in data if m.get("parent")]
+    data = [m for m in data if not m.get("parent")]
     if not data:
         click.echo("no models running")
         return
@@ -382,6 +398,9 @@ def list_models(endpoint: str, api_key: str | None, as_json: bool) -> None:
         for m in data
     ]
     click.echo(render(["UID", "NAME", "ENGINE", "FORMAT", "SIZE(B)", "QUANT", "REPLICAS", "CORES", "STATUS"], rows))
+    if loras:
+        click.echo()
+        click.echo(render(["ADAPTER", "MODEL", "PATH"], loras))
 
 
 def replica_cores(replicas: list[dict[str, Any]]) -> str:

@@ -33,7 +33,7 @@ from xinf.toolcalls.stream import ToolCallStream
 from xinf.types import Chunk, GenerateRequest, ModelSpec
 
 log = logging.getLogger("xinf.replica")
-CALLABLE_HOOKS = ("convert_ids_to_tokens",)  # optional per-model hooks the server may call by name
+CALLABLE_HOOKS = ("convert_ids_to_tokens", "update_adapters")  # optional per-model hooks the server may call by name
 
 
 class Outlet(Protocol):

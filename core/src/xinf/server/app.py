@@ -20,6 +20,7 @@ from xinf.errors import InvalidRequest, NotFound, XinfError
 from xinf.manager import ModelManager
 from xinf.plugins import PluginHost
 from xinf.registry import Registry
+from xinf.server import adapters as adapter_routes
 from xinf.server import (
     admin,
     anthropic,
@@ -80,6 +81,8 @@ def routes(settings: Settings) -> list[BaseRoute]:
         Route("/v1/virtualenvs", admin.virtualenvs, methods=["GET"]),
         Route("/v1/virtualenvs/{name}", admin.remove_virtualenv, methods=["DELETE"]),
         Route("/v1/models/{uid}/replicas", admin.add_replicas, methods=["POST"]),
+        Route("/v1/models/{uid}/adapters", adapter_routes.add, methods=["POST"]),
+        Route("/v1/models/{uid}/adapters/{name}", adapter_routes.remove, methods=["DELETE"]),
         Route("/v1/models/{uid}/replicas/{replica_id}", admin.remove_replica, methods=["DELETE"]),
         Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
         Route("/v1/completions", completions.completions, methods=["POST"]),

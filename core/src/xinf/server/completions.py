@@ -17,6 +17,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from xinf import adapters
 from xinf.errors import InvalidRequest
 from xinf.model import RunningModel
 from xinf.replica.handle import KEEPALIVE
@@ -156,10 +157,12 @@ class Choices:
 async def completions(request: Request) -> Response:
     st = state(request)
     req = decode(await read_body(request, st.max_body), CompletionRequest)
-    model = st.manager.get(req.model)
+    model, adapter = adapters.lookup(st.manager, req.model, req.lora_name)
     prompts = prompts_of(req.prompt)
     limits.check_choices(req.n, len(prompts), st.settings)
     gens = [completion_request(req, prompt, model, st) for prompt in prompts]
+    for gen in gens:
+        gen.adapter = adapter
     pings = keepalive(st, req.stream)
     cid = f"cmpl-{secrets.token_hex(12)}"
     tracked = st.requests.start(model.uid, req.request_id or cid, gens[0].max_tokens, req.n * len(gens))

@@ -12,6 +12,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from xinf import adapters
 from xinf.errors import InvalidRequest
 from xinf.model import RunningModel
 from xinf.schemas import ChatRequest, Sampling
@@ -158,9 +159,10 @@ def chat_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
 async def chat_completions(request: Request) -> Response:
     st = state(request)
     req = decode(await read_body(request, st.max_body), ChatRequest)
-    model = st.manager.get(req.model)
+    model, adapter = adapters.lookup(st.manager, req.model, req.lora_name)
     limits.check_chat(req, model.spec.abilities, model.uid, st.settings)
     gen = chat_request(req, model, st)
+    gen.adapter = adapter
     cid = f"chatcmpl-{secrets.token_hex(12)}"
     tracked = st.requests.start(model.uid, req.request_id or cid, gen.max_tokens, req.n)
     first, rest = await first_and_rest(
@@ -235,4 +237,5 @@ def _delta(index: int, delta: dict[str, Any], finish: str | None = None) -> dict
 
 async def list_models(request: Request) -> Response:
     st = state(request)
-    return json_response({"object": "list", "data": [m.describe() for m in st.manager.models.values()]})
+    data = [m.describe() for m in st.manager.models.values()] + adapters.listed(st.manager)
+    return json_response({"object": "list", "data": data})

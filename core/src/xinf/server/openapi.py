@@ -48,6 +48,8 @@ ROUTES: list[tuple[str, str, str, str | None, list[str]]] = [
     ("delete", "/v1/virtualenvs/{name}", "Delete a virtual environment", None, ["name"]),
     ("post", "/v1/models/{uid}/replicas", "Add replicas", None, ["uid"]),
     ("delete", "/v1/models/{uid}/replicas/{replica_id}", "Remove a replica", None, ["uid", "replica_id"]),
+    ("post", "/v1/models/{uid}/adapters", "Add a LoRA adapter to a running model", None, ["uid"]),
+    ("delete", "/v1/models/{uid}/adapters/{name}", "Remove a LoRA adapter", None, ["uid", "name"]),
     ("post", "/v1/chat/completions", "Chat completion", "ChatRequest", []),
     ("post", "/v1/completions", "Text completion", "CompletionRequest", []),
     ("post", "/v1/embeddings", "Embeddings", "EmbeddingRequest", []),

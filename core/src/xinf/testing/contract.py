@@ -49,7 +49,7 @@ import pytest
 import pytest_asyncio
 
 from xinf.devices import inventory
-from xinf.errors import InvalidRequest
+from xinf.errors import InvalidRequest, XinfError
 from xinf.operations import (
     AudioChunk,
     ImageRequest,
@@ -306,6 +306,20 @@ class EngineContract:
         with pytest.raises(InvalidRequest) as info:
             await call([[10**9]])
         assert info.value.status == 400
+
+    # ------------------------------------------------------------ LoRA adapters
+
+    @aio
+    async def test_update_adapters_refuses_what_it_cannot_load(self, host: PluginHost, model: Any) -> None:
+        """Optional hook: an adapter the engine cannot load is a client error (400) naming why, never a crash."""
+        if not host.has_hook(self.engine, "update_adapters"):
+            pytest.skip("the engine does not implement update_adapters (optional)")
+        missing = {"name": "missing", "path": "/nonexistent/xinf-contract-adapter"}  # as a Call frame carries it
+        with pytest.raises(XinfError) as info:
+            result = host.hook(self.engine, "update_adapters")(model=model, add=[missing], remove=[])
+            if inspect.isawaitable(result):
+                await result
+        assert 400 <= info.value.status < 500 and info.value.message
 
     # ------------------------------------------------------------ embeddings
 

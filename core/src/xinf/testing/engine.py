@@ -108,6 +108,8 @@ def parse_options(options: dict[str, Any]) -> TestOptions:
 def match_model(spec: ModelSpec, hardware: Hardware) -> EngineMatch:
     if spec.format != "test":
         return EngineMatch(engine=ENGINE, score=0, reason="serves only format 'test'")
+    if spec.adapters:
+        return EngineMatch(engine=ENGINE, score=0, reason="the test engine serves no LoRA adapters")
     return EngineMatch(engine=ENGINE, score=10, reason="test model")
 
 
@@ -196,7 +198,9 @@ async def _generate(model: TestModel, request: GenerateRequest) -> AsyncIterator
         top = request.prompt_logprobs
         yield Chunk(
             prompt_logprobs=[
-                TokenLogprob(token=w, logprob=None if i == 0 else -1.0, top_logprobs=[] if i == 0 else [(w, -1.0)] * top)
+                TokenLogprob(
+                    token=w, logprob=None if i == 0 else -1.0, top_logprobs=[] if i == 0 else [(w, -1.0)] * top
+                )
                 for i, w in enumerate(words)
             ]
         )

@@ -31,7 +31,9 @@ class ToolCallStream:
         if request.tool_choice == "none":
             return None
         forced = bool(constrained) and is_forced(request.tool_choice)
-        return cls(get_parser(FORCED if forced else fmt), parallel=request.parallel_tool_calls is not False, forced=forced)
+        return cls(
+            get_parser(FORCED if forced else fmt), parallel=request.parallel_tool_calls is not False, forced=forced
+        )
 
     def apply(self, chunk: Chunk) -> None:
         """Rewrite ``chunk`` in place: its text through the parser, its finish reason."""

@@ -33,7 +33,7 @@ export async function refresh() {
     const state = JSON.stringify([models.data, devices]);
     if (state !== shown) {
       shown = state;
-      renderModels(models.data);
+      renderModels(models.data.filter((m) => !m.parent)); // adapters (parent set) are listed with their model
       renderDevices(devices);
     }
     for (const listener of listeners) listener(models.data);
@@ -128,6 +128,9 @@ function renderModels(models) {
           {},
           h("strong", {}, m.id),
           h("div", { class: "muted" }, m.model_name === m.id ? m.model_type : `${m.model_name} · ${m.model_type}`),
+          m.adapters && m.adapters.length
+            ? h("div", { class: "muted" }, `LoRA: ${m.adapters.map((a) => a.name).join(", ")}`)
+            : null,
         ),
         h("td", {}, m.model_engine),
         h("td", {}, spec(m)),

@@ -26,6 +26,7 @@ from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, Xinf
 from xinf.toolcalls import known
 from xinf.toolcalls.choice import allowed_tools, forced_name, forced_schema, is_forced
 from xinf.types import Chunk, GenerateRequest, ModelSpec, TokenLogprob, Usage
+from xinf_llamacpp.lora import request_scales
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,8 @@ class LlamaCppModel:
                     param="logit_bias",
                 )
             body["logit_bias"] = {str(i): v for i, v in request.logit_bias.items()}
+        if self.spec.adapters:
+            body["lora"] = request_scales(self.spec.adapters, request.adapter)
         if request.response_format:
             if "response_format" in body:
                 raise InvalidRequest(
@@ -153,7 +156,10 @@ class LlamaCppModel:
             body.setdefault("chat_template_kwargs", {})["tools"] = tools
             if is_forced(request.tool_choice):
                 schema = forced_schema(tools, request.tool_choice)
-                body["response_format"] = {"type": "json_schema", "json_schema": {"name": "tool_call", "schema": schema}}
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": "tool_call", "schema": schema},
+                }
             return
         # llama.cpp takes tool_choice as a string only: a named function becomes "required" of that one tool.
         body["tools"] = allowed_tools(tools, request.tool_choice)

@@ -294,6 +294,8 @@ class EstimateOptions:
     n_gpu_layers: int | None = None  # None: choose
     projector: int = 0
     projector_on_gpu: bool = True
+    # LoRA adapter bytes by layer (n_layer: the output layer, -1: the input embeddings); see adapter_layers
+    adapters: dict[int, int] = field(default_factory=dict)
 
     @classmethod
     def from_options(cls, options: dict[str, Any], context: Context, projector: int = 0) -> EstimateOptions:
@@ -320,6 +322,21 @@ class EstimateOptions:
             projector=projector,
             projector_on_gpu=parse_bool(options.get("mmproj_use_gpu", True), "mmproj_use_gpu"),
         )
+
+
+def adapter_layers(tensor_bytes: dict[str, int], n_layer: int) -> dict[int, int]:
+    """LoRA bytes by base tensor name -> by layer, as ``EstimateOptions.adapters`` wants them."""
+    out: dict[int, int] = {}
+    for name, size in tensor_bytes.items():
+        parts = name.split(".")
+        if parts[0] == "blk" and len(parts) > 1 and parts[1].isdigit():
+            layer = int(parts[1])
+        elif name.startswith("token_embd"):
+            layer = -1
+        else:
+            layer = n_layer  # output.weight and the like
+        out[layer] = out.get(layer, 0) + size
+    return out
 
 
 def plan(shape: ModelShape, settings: EstimateOptions, free: list[int]) -> Plan:
@@ -358,7 +375,7 @@ def _plan_for(shape: ModelShape, s: EstimateOptions, free: list[int], n: int) ->
         total_layers=shape.total_layers,
         per_device=per_device,
         host=host,
-        weights=shape.weights + s.projector,
+        weights=shape.weights + s.projector + sum(s.adapters.values()),
         kv_cache=sum(kv),
         graph=graph,
         fits=all(need <= f for need, f in zip(per_device, free)),
@@ -378,20 +395,22 @@ def _weights_and_cache(
     on_device = [False] * devices
     for il in range(shape.n_layer):
         d = where[il]
+        layer = shape.layer_bytes[il] + s.adapters.get(il, 0)  # llama.cpp keeps a LoRA beside its tensor
         if d is None:
-            host += shape.layer_bytes[il]
+            host += layer
         else:
-            per_device[d] += shape.layer_bytes[il]
+            per_device[d] += layer
             on_device[d] = True
         if d is not None and not s.no_kv_offload:
             per_device[d] += kv[il]
         else:
             host += kv[il]
     out_dev = where[shape.n_layer]
+    host += s.adapters.get(-1, 0)
     if out_dev is None:
-        host += shape.output_bytes
+        host += shape.output_bytes + s.adapters.get(shape.n_layer, 0)
     else:
-        per_device[out_dev] += shape.output_bytes + shape.tied_bytes
+        per_device[out_dev] += shape.output_bytes + shape.tied_bytes + s.adapters.get(shape.n_layer, 0)
         on_device[out_dev] = True
     if s.projector:
         if devices and s.projector_on_gpu:

@@ -25,6 +25,7 @@ from xinf.types import (
     ModelSpec,
     Placement,
 )
+from xinf_llamacpp import lora
 from xinf_llamacpp import options as opts
 
 ENGINE = "llama.cpp"
@@ -43,6 +44,12 @@ def match_model(spec: ModelSpec, hardware: Hardware) -> EngineMatch:
         )
     if importlib.util.find_spec("xllamacpp") is None:
         return EngineMatch(engine=ENGINE, score=0, reason="xllamacpp is not installed: pip install xllamacpp")
+    if spec.adapters:
+        from xinf_llamacpp.lora import not_gguf
+
+        reason = not_gguf(spec.adapters)
+        if reason:
+            return EngineMatch(engine=ENGINE, score=0, reason=reason)
     return EngineMatch(engine=ENGINE, score=60, reason="GGUF model")
 
 
@@ -55,11 +62,13 @@ def estimate_vram(spec: ModelSpec, options: dict[str, Any], devices: list[Device
     path = spec.source.path
     if not path or not os.path.isfile(path):
         return None
+    adapter_bytes = lora.check_all(spec.adapters, path)  # an adapter that does not fit fails the launch now
     try:
         shape = _shape(path)
         settings = estimate.EstimateOptions.from_options(
             flat, opts.context(flat, shape.n_ctx_train), projector=_projector_bytes(flat)
         )
+        settings.adapters = estimate.adapter_layers(adapter_bytes, shape.n_layer)
         free = [d.free_memory for d in devices]
         plan = estimate.plan(shape, settings, free)
     except LaunchError:
@@ -91,6 +100,7 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
     if not path or not os.path.isfile(path):
         raise LaunchError(f"llama.cpp needs a GGUF file; {path or 'no path'} is not one")
     flat = opts.flat(options)
+    lora.check_all(spec.adapters, path)
     n_vocab = 0
     try:
         shape = _shape(path)
@@ -120,6 +130,10 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
     params.api_keys = [http_key]
     if placement.gpu_layers is not None:
         params.n_gpu_layers = placement.gpu_layers
+    if spec.adapters:
+        # Loaded with the model, applied per request (the engine sends every adapter's scale each time).
+        params.lora_adapters = [xlc.CommonAdapterLoraInfo(a.path, 0.0) for a in spec.adapters]
+        params.lora_init_without_apply = True
     opts.apply(params, flat)  # the user's options win, n_gpu_layers included
 
     log.info(

@@ -51,6 +51,9 @@ def _decline(reason: str, *, explicit_only: bool = False) -> EngineMatch:
 
 @hookimpl
 def match_model(spec: ModelSpec, hardware: Hardware) -> EngineMatch:
+    if spec.adapters:
+        # mlx-lm fuses one adapter (in its own format) into the model: no per-request choice among several.
+        return _decline("serves no LoRA adapters here; use llama.cpp (GGUF adapters) or transformers (PEFT adapters)")
     if spec.model_type != "LLM" or not {"chat", "generate"} & set(spec.abilities):
         return _decline("serves text-generation models (chat or generate) only")
     if spec.format not in ("mlx", "pytorch"):

@@ -68,6 +68,8 @@ def architectures(spec: ModelSpec) -> list[str]:
 
 @hookimpl
 def match_model(spec: ModelSpec, hardware: Hardware) -> EngineMatch:
+    if spec.adapters:
+        return _decline("the xinf SGLang engine serves no LoRA adapters yet; use vLLM, llama.cpp or transformers")
     if spec.model_type != "LLM" or not {"chat", "generate"} & set(spec.abilities):
         return _decline("serves text-generation models (chat or generate) only")
     if spec.format not in QUANTIZATIONS:

@@ -38,7 +38,16 @@ PAGE_SIZE = 64  # tokens per KV block: small pages waste little memory on short 
 class BatchRunner:
     """Feeds jobs to one ``ContinuousBatchingManager`` and streams their tokens back."""
 
-    def __init__(self, model: Any, *, max_num_seqs: int, cache_tokens: int, max_batch_tokens: int, seed: int | None):
+    def __init__(
+        self,
+        model: Any,
+        *,
+        max_num_seqs: int,
+        cache_tokens: int,
+        max_batch_tokens: int,
+        seed: int | None,
+        share_prefixes: bool = True,
+    ):
         from transformers import GenerationConfig
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
@@ -57,6 +66,9 @@ class BatchRunner:
             max_requests_per_batch=max_num_seqs,
             per_request_processors=True,
             seed=seed,
+            # A cached prefix holds the keys and values of the adapter that computed it: with LoRA adapters
+            # a request must never reuse another request's blocks.
+            allow_block_sharing=share_prefixes,
         )
         self.manager = model.init_continuous_batching(generation_config=generation, continuous_batching_config=batching)
         self.manager.start()

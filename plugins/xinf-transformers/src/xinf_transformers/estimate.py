@@ -31,6 +31,10 @@ def estimate(spec: ModelSpec, raw: dict[str, Any], devices: list[Device]) -> Mem
     size = o.DTYPES[dtype]
     params = safetensors_params(spec) or count_params(config)
     weights = params * size
+    if spec.adapters:
+        from xinf_transformers.adapters import parameters
+
+        weights += 4 * sum(parameters(a) for a in spec.adapters)  # peft keeps LoRA weights in float32
     # An embedding model or a reranker runs whole batches through the encoder and keeps no KV cache.
     embedding = spec.model_type in ("embedding", "rerank") or bool({"embed", "rerank"} & set(spec.abilities))
     tokens = 0 if embedding else kv_tokens(spec, opts, config)

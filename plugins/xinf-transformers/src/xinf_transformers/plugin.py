@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from xinf import cores, hookimpl
 from xinf.errors import InvalidRequest, LaunchError
 from xinf.operations import RerankRequest, RerankResult
@@ -30,6 +32,7 @@ from xinf.types import (
     EngineMatch,
     GenerateRequest,
     Hardware,
+    LoraAdapter,
     MemoryEstimate,
     ModelSpec,
     Placement,
@@ -68,6 +71,10 @@ def match_model(spec: ModelSpec, hardware: Hardware) -> EngineMatch:
     # The default for PyTorch checkpoints on a CPU machine; on CUDA, engines
     # built for GPUs (vLLM, SGLang) should win when they are installed.
     score = 40 if hardware.has_cuda else 60
+    if spec.adapters:
+        reason = _adapters_reason(spec)
+        if reason:
+            return EngineMatch(engine=ENGINE, score=0, reason=reason)
     if spec.format == "pytorch":
         return EngineMatch(engine=ENGINE, score=score, reason="PyTorch checkpoint")
     if spec.format in QUANTIZED:
@@ -81,16 +88,41 @@ def match_model(spec: ModelSpec, hardware: Hardware) -> EngineMatch:
     return EngineMatch(engine=ENGINE, score=0, reason=f"serves {served} checkpoints, not {spec.format!r}")
 
 
+def _adapters_reason(spec: ModelSpec) -> str | None:
+    """Why this engine cannot serve ``spec``'s LoRA adapters, or None."""
+    from xinf_transformers.adapters import not_peft
+
+    if spec.model_type == "embedding" or "embed" in spec.abilities:
+        return "the transformers engine serves LoRA adapters on chat and generate models, not embedding models"
+    if not _installed("peft"):
+        return "LoRA adapters on the transformers engine need peft: pip install peft==0.21.2"
+    return not_peft(spec.adapters)
+
+
 @hookimpl
 def estimate_vram(spec: ModelSpec, options: dict[str, Any], devices: list[Device]) -> MemoryEstimate | None:
+    if spec.adapters:
+        from xinf_transformers.adapters import check
+
+        check(spec.adapters, spec.source.path)  # an adapter that does not fit fails the launch before any replica
     return est.estimate(spec, options, devices)
 
 
 class ChatModel:
     """A loaded causal LM: tokenizer, model and the runner that schedules its requests."""
 
-    def __init__(self, spec: ModelSpec, tokenizer: Any, model: Any, runner: Any, context_length: int, batching: bool):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        tokenizer: Any,
+        model: Any,
+        runner: Any,
+        context_length: int,
+        batching: bool,
+        gate: Any = None,
+    ):
         self.spec = spec
+        self.gate = gate  # an AdapterGate when the model has LoRA adapters
         self.tokenizer = tokenizer
         self.model = model
         self.runner = runner
@@ -184,6 +216,11 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
     except (OSError, ValueError) as exc:
         raise LaunchError(f"transformers could not load {path}: {exc}") from None
     model = model.to(device).eval()
+    gate = None
+    if spec.adapters:
+        from xinf_transformers.adapters import AdapterGate, Adapters
+
+        gate = AdapterGate(Adapters(model, spec.adapters))  # LoRA layers now wrap the model's own
     config = o.read_config(spec)
     context = o.context_length(spec, opts, config)
     batching = settings.transformers_enable_batching and opts.max_num_seqs > 1
@@ -197,6 +234,7 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
             cache_tokens=est.kv_tokens(spec, opts, config),
             max_batch_tokens=opts.max_batch_tokens,
             seed=opts.seed,
+            share_prefixes=gate is None,
         )
     else:
         from xinf_transformers.serial import SerialRunner
@@ -210,7 +248,7 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
         context,
         f"continuous batching of up to {opts.max_num_seqs} requests" if batching else "one request at a time",
     )
-    chat = ChatModel(spec, tokenizer, model, runner, context, batching)
+    chat = ChatModel(spec, tokenizer, model, runner, context, batching, gate)
     chat.threads = torch.get_num_threads()  # reported to the server
     return chat
 
@@ -285,6 +323,8 @@ async def generate(model: Any, request: GenerateRequest) -> AsyncIterator[Chunk]
     produced = 0
     finish = "length"
     stream = runner.tokens(job, processors) if processors else runner.tokens(job)
+    if model.gate is not None:
+        stream = model.gate.wrap(request.adapter, stream)
     try:
         async for ids in stream:
             produced += len(ids)
@@ -340,3 +380,21 @@ def unload(model: Any) -> None:
     closer = getattr(getattr(model, "runner", model), "close", None)
     if closer is not None:
         closer()
+
+
+@hookimpl
+async def update_adapters(model: Any, add: list[LoraAdapter], remove: list[str]) -> None:
+    from xinf.adapters import as_adapters
+
+    add = as_adapters(add)
+    if not isinstance(model, ChatModel) or model.gate is None:
+        raise InvalidRequest(
+            "this model was launched without LoRA adapters; launch it with peft_model_config to change them later",
+            param="model",
+        )
+    spec = msgspec.structs.replace(model.spec, adapters=add)
+    reason = _adapters_reason(spec) if add else None
+    if reason:
+        raise InvalidRequest(reason, param="local_path")
+    gate = model.gate
+    await gate.exclusive(lambda: gate.adapters.change(add, remove))

@@ -25,7 +25,7 @@ from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, Laun
 from xinf.toolcalls import known
 from xinf.toolcalls.choice import forced_schema, is_forced
 from xinf.types import Chunk, GenerateRequest, ModelSpec, Placement, TokenLogprob, Usage
-from xinf_vllm import memory
+from xinf_vllm import lora, memory
 from xinf_vllm import settings as s
 from xinf_vllm.matching import installed_build
 
@@ -59,6 +59,8 @@ class VllmModel:
         # The model's generation_config.json defaults, as vLLM's own server applies them.
         self.defaults: dict[str, Any] = engine.model_config.get_diff_sampling_param()
         self.defaults.pop("max_tokens", None)
+        self.loras: dict[str, Any] = lora.requests(spec.adapters) if spec.adapters else {}  # LoRARequest by name
+        self.cpu_build = installed_build() == "cpu"
 
 
 def prepare_environment() -> None:
@@ -117,6 +119,7 @@ def engine_args(
         args["max_model_len"] = max_len
     seqs = s.max_num_seqs(settings, on_gpu)
     args["max_num_seqs"] = seqs
+    args.update(lora.engine_args(spec.adapters, options, cpu_build=not gpu_build))
     if not on_gpu and max_len is not None and config is not None and "kv_cache_memory_bytes" not in options:
         # Without a size vLLM's CPU backend takes most of the host's memory for KV cache.
         kv_elem = memory.model_dtype_bytes(settings, config, on_gpu=False)
@@ -286,7 +289,8 @@ async def generate(model: VllmModel, request: GenerateRequest) -> AsyncIterator[
         raise InvalidRequest(f"cannot render the prompt: {exc}", param="messages") from None
     prompt_tokens = len(prompt["prompt_token_ids"])
     params = sampling_params(model, request, prompt_tokens)
-    stream = model.engine.generate(prompt, params, f"xinf-{uuid.uuid4().hex}")
+    adapter = model.loras.get(request.adapter) if request.adapter else None  # vLLM batches adapters side by side
+    stream = model.engine.generate(prompt, params, f"xinf-{uuid.uuid4().hex}", lora_request=adapter)
     completion_tokens = 0
     try:
         async for out in stream:

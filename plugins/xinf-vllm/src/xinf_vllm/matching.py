@@ -48,6 +48,12 @@ def match(spec: ModelSpec, hardware: Hardware, build: Build | None) -> EngineMat
 
     if spec.model_type != "LLM":
         return no(f"vLLM here serves language models, not {spec.model_type} models")
+    if spec.adapters:
+        from xinf_vllm.lora import not_peft
+
+        reason = not_peft(spec.adapters)
+        if reason:
+            return no(reason)
     fmt = spec.format.lower()
     if fmt not in FORMATS:
         return no(f"vLLM serves formats {', '.join(FORMATS)}; not {spec.format!r}")

@@ -171,6 +171,11 @@ def estimate(
     max_len = s.max_model_len(settings, spec, config)
     if per_token is None or weights is None or max_len is None:
         return None
+    if spec.adapters:
+        from xinf_vllm import lora
+
+        slots = lora.engine_args(spec.adapters, options, cpu_build=not gpu_build)
+        weights += lora.slot_bytes(config, slots["max_loras"], slots["max_lora_rank"], dtype_bytes)
     seqs = s.max_num_seqs(settings, on_gpu)
     if not on_gpu:
         kv = cpu_kv_cache_bytes(settings, per_token, max_len, seqs)

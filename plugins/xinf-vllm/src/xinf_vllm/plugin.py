@@ -10,7 +10,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from xinf import hookimpl
-from xinf.types import Chunk, Device, EngineMatch, GenerateRequest, Hardware, MemoryEstimate, ModelSpec, Placement
+from xinf.types import (
+    Chunk,
+    Device,
+    EngineMatch,
+    GenerateRequest,
+    Hardware,
+    LoraAdapter,
+    MemoryEstimate,
+    ModelSpec,
+    Placement,
+)
 from xinf_vllm import engine, matching, memory
 
 
@@ -37,3 +47,11 @@ def generate(model: engine.VllmModel, request: GenerateRequest) -> AsyncIterator
 @hookimpl
 def unload(model: engine.VllmModel) -> None:
     engine.unload(model)
+
+
+@hookimpl
+async def update_adapters(model: engine.VllmModel, add: list[LoraAdapter], remove: list[str]) -> None:
+    from xinf.adapters import as_adapters
+    from xinf_vllm import lora
+
+    await lora.update(model, as_adapters(add), remove)
