@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -27,8 +27,20 @@ from xinf.errors import Conflict, InvalidRequest, LaunchError, NotFound
 from xinf.types import LoraAdapter, ModelSpec
 
 if TYPE_CHECKING:
-    from xinf.manager import ModelManager
     from xinf.model import RunningModel
+    from xinf.plugins import PluginHost
+    from xinf.types import Hardware
+
+
+class ModelManager(Protocol):
+    """What adapter changes need of the manager (a protocol, so this module does not import it)."""
+
+    models: dict[str, RunningModel]
+    plugins: PluginHost
+
+    def get(self, uid: str) -> RunningModel: ...
+
+    def hardware(self) -> Hardware: ...
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _PEFT_KEYS = ("lora_list", "image_lora_load_kwargs", "image_lora_fuse_kwargs")
