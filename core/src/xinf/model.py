@@ -132,6 +132,7 @@ class RunningModel:
                             stats.completion_tokens += usage.completion_tokens
                             if chunk.index == 0:  # the n choices share one prompt
                                 stats.prompt_tokens += usage.prompt_tokens
+                                stats.cached_tokens += usage.cached_tokens or 0
                         yield chunk
                     return
                 except ReplicaDied:
