@@ -189,7 +189,10 @@ def quiet_env(threads: int) -> dict[str, str]:
         "TOKENIZERS_PARALLELISM": "false",
         # vLLM's CPU backend: no pinning on a shared machine, and as many OpenMP threads as the others get.
         "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+        # Every math library's pool: a replica given only OMP_NUM_THREADS would get the others sized to its cores.
         "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
         "VLLM_HOST_IP": "127.0.0.1",
         "VLLM_NO_USAGE_STATS": "1",
         "VLLM_ENABLE_V1_MULTIPROCESSING": os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1"),

@@ -128,6 +128,12 @@ def test_pin_maps_simulated_cores_onto_real_ones_for_every_thread() -> None:
     assert out.returncode == 0, out.stderr
     threads = "2" if len(os.sched_getaffinity(0)) > 1 else "1"  # one thread per core of the set
     assert out.stdout.split() == ["True", threads, threads]
+    # A user's OMP_NUM_THREADS sizes MKL's pool too (vLLM-CPU with "nobind" sizes only OpenMP's).
+    out = subprocess.run(
+        [sys.executable, "-c", PIN], capture_output=True, text=True, env={**env, "OMP_NUM_THREADS": "1"}
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "1", "1"]
 
 
 # ---------------------------------------------------------------- host memory

@@ -167,8 +167,11 @@ def pin(cores: list[int]) -> list[int]:
     except OSError as exc:  # a container that forbids some of them: keep what we have
         log.warning("could not pin this replica to CPUs %s: %s", ranges(mapped), exc)
         return []
+    # One size for every pool: a user's OMP_NUM_THREADS sizes the others too, or MKL's matrix products (vLLM-CPU's
+    # and torch's) would run on every core of the set beside an engine told to use fewer.
+    size = os.environ.get("OMP_NUM_THREADS") or str(len(cores))
     for name in THREAD_VARIABLES:
-        os.environ.setdefault(name, str(len(cores)))
+        os.environ.setdefault(name, size)
     if mapped != sorted(set(cores)):
         log.info("cores %s (simulated) pinned to real CPUs %s", ranges(cores), ranges(mapped))
     else:
