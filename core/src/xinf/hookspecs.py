@@ -37,6 +37,8 @@ if TYPE_CHECKING:
         SpeechRequest,
         TranscribeRequest,
         TranscribeResult,
+        TranscribeStreamRequest,
+        TranscriptPiece,
     )
     from xinf.types import (
         Chunk,
@@ -179,6 +181,21 @@ def transcribe(model: Any, request: TranscribeRequest) -> TranscribeResult:
     decoded must raise ``InvalidRequest`` naming the problem.  Segments and
     (when ``word_timestamps``) words carry times in seconds; the core writes
     the response formats (json, text, srt, vtt, verbose_json).
+    """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
+
+
+@hookspec
+def transcribe_stream(model: Any, request: TranscribeStreamRequest) -> AsyncIterator[TranscriptPiece]:
+    """Return an async iterator of ``TranscriptPiece``: ``request.audio``'s text as it is heard.
+
+    Called for ``POST /v1/audio/transcriptions`` with ``stream=true`` on models
+    with the ``audio2text`` ability (the core sends each piece as OpenAI's
+    ``transcript.text.delta`` event, then ``transcript.text.done``).  Yield first
+    a piece with the audio's language and duration and no text, then one piece
+    per segment as soon as it is decoded.  Bad audio raises ``InvalidRequest``
+    before the first piece; when the client goes away the core closes the
+    iterator.  Engines without it answer ``stream=true`` with a 400.
     """
     raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
 

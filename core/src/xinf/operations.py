@@ -91,6 +91,25 @@ class TranscribeResult(msgspec.Struct, tag=True, kw_only=True):
         return "audio_seconds_in", self.duration
 
 
+class TranscribeStreamRequest(TranscribeRequest, tag=True):
+    """A transcription whose text is sent as it is heard (``stream=true``): the ``transcribe_stream`` hook."""
+
+
+class TranscriptPiece(msgspec.Struct, tag=True, kw_only=True):
+    """A streamed transcription's next words (one segment's ``text``).
+
+    The first piece comes before any text: it carries the audio's ``language``
+    and ``duration`` (counted once, in the metrics), with ``text`` empty.
+    """
+
+    text: str = ""
+    language: str = ""
+    duration: float = 0.0
+
+    def units(self) -> tuple[str, float]:
+        return "audio_seconds_in", self.duration
+
+
 # ---------------------------------------------------------------- text to speech
 
 
@@ -140,8 +159,8 @@ class ImageResult(msgspec.Struct, tag=True, kw_only=True):
 
 # ---------------------------------------------------------------- the table
 
-Request = RerankRequest | TranscribeRequest | SpeechRequest | ImageRequest
-Result = RerankResult | TranscribeResult | AudioChunk | ImageResult
+Request = RerankRequest | TranscribeRequest | TranscribeStreamRequest | SpeechRequest | ImageRequest
+Result = RerankResult | TranscribeResult | TranscriptPiece | AudioChunk | ImageResult
 
 
 class Operation(msgspec.Struct, frozen=True, kw_only=True):
@@ -158,6 +177,13 @@ OPERATIONS: dict[type, Operation] = {
     RerankRequest: Operation(hook="rerank", ability="rerank", request=RerankRequest, result=RerankResult),
     TranscribeRequest: Operation(
         hook="transcribe", ability="audio2text", request=TranscribeRequest, result=TranscribeResult
+    ),
+    TranscribeStreamRequest: Operation(
+        hook="transcribe_stream",
+        ability="audio2text",
+        request=TranscribeStreamRequest,
+        result=TranscriptPiece,
+        streams=True,
     ),
     SpeechRequest: Operation(
         hook="speech", ability="text2audio", request=SpeechRequest, result=AudioChunk, streams=True

@@ -59,6 +59,8 @@ from xinf.operations import (
     SpeechRequest,
     TranscribeRequest,
     TranscribeResult,
+    TranscribeStreamRequest,
+    TranscriptPiece,
 )
 from xinf.plugins import GROUP, PluginHost
 from xinf.types import (
@@ -85,7 +87,13 @@ def text_of(chunks: list[Chunk]) -> str:
 
 
 #: the hooks of the other model types, and the ability their model has
-OPERATIONS = {"rerank": "rerank", "transcribe": "audio2text", "speech": "text2audio", "text_to_image": "text2image"}
+OPERATIONS = {
+    "rerank": "rerank",
+    "transcribe": "audio2text",
+    "transcribe_stream": "audio2text",
+    "speech": "text2audio",
+    "text_to_image": "text2image",
+}
 
 
 def tone_wav(seconds: float = 1.0, rate: int = 16000) -> bytes:
@@ -372,6 +380,16 @@ class EngineContract:
                 await resolved(host.hook(self.engine, "transcribe")(model=model, request=TranscribeRequest(audio=b"x")))
         assert isinstance(result, TranscribeResult)
         assert result.duration == pytest.approx(1.0, abs=0.1)
+
+    @aio
+    async def test_transcribe_stream_says_the_duration_first(
+        self, host: PluginHost, operation_specs: dict[str, ModelSpec]
+    ) -> None:
+        async with self.loaded_for(host, operation_specs, "transcribe_stream") as model:
+            request = TranscribeStreamRequest(audio=tone_wav())
+            pieces = [p async for p in host.hook(self.engine, "transcribe_stream")(model=model, request=request)]
+        assert pieces and all(isinstance(p, TranscriptPiece) for p in pieces)
+        assert pieces[0].text == "" and pieces[0].duration == pytest.approx(1.0, abs=0.1)
 
     @aio
     async def test_speech_streams_audio(self, host: PluginHost, operation_specs: dict[str, ModelSpec]) -> None:

@@ -8,12 +8,13 @@ Launch options: ``compute_type`` (default ``int8`` on CPU, ``float16`` on CUDA),
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from xinf import hookimpl
 from xinf.engine import Device, EngineMatch, Hardware, MemoryEstimate, ModelSpec, Placement
-from xinf.operations import TranscribeRequest, TranscribeResult
+from xinf.operations import TranscribeRequest, TranscribeResult, TranscribeStreamRequest, TranscriptPiece
 from xinf.simpleplugin import match_one_kind, weights_and_overhead
 
 ENGINE = "faster-whisper"
@@ -56,6 +57,12 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
 @hookimpl
 async def transcribe(model: Any, request: TranscribeRequest) -> TranscribeResult:
     return await model.transcribe(request)
+
+
+@hookimpl
+async def transcribe_stream(model: Any, request: TranscribeStreamRequest) -> AsyncIterator[TranscriptPiece]:
+    async for piece in model.stream(request):
+        yield piece
 
 
 @hookimpl
