@@ -30,6 +30,7 @@ import pluggy
 if TYPE_CHECKING:
     from xinf.operations import (
         AudioChunk,
+        ImageEditRequest,
         ImageRequest,
         ImageResult,
         RerankRequest,
@@ -221,6 +222,20 @@ def text_to_image(model: Any, request: ImageRequest) -> ImageResult:
     ``text2image`` ability.  Sizes the model cannot make must raise
     ``InvalidRequest``.  Engines may batch concurrent requests of the same size
     (``XINFERENCE_TEXT_TO_IMAGE_BATCHING_SIZE``).
+    """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
+
+
+@hookspec
+def image_to_image(model: Any, request: ImageEditRequest) -> ImageResult:
+    """Redraw ``request.image`` after ``request.prompt``: ``request.n`` PNG images; may be a coroutine function.
+
+    Called for ``POST /v1/images/edits`` and ``/v1/images/variations``
+    (xinference-client's ``image_edit`` and ``image_to_image``) on models with
+    the ``text2image`` ability whose engine implements it.  ``width`` and
+    ``height`` None keep the picture's size.  A picture that cannot be read,
+    or a size the model cannot make, must raise ``InvalidRequest``.  Engines
+    without it answer those routes with a 400.
     """
     raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
 

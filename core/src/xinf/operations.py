@@ -148,6 +148,25 @@ class ImageRequest(msgspec.Struct, tag=True, kw_only=True, omit_defaults=True):
     guidance_scale: float | None = None
 
 
+class ImageEditRequest(msgspec.Struct, tag=True, kw_only=True, omit_defaults=True):
+    """Redraw ``image`` (an uploaded picture's bytes) after ``prompt``: image to image.
+
+    ``width`` and ``height`` None keep the picture's size; ``strength`` (0-1) is
+    how far the result may move from the picture (None: the pipeline's default).
+    """
+
+    image: bytes
+    prompt: str
+    n: int = 1
+    width: int | None = None
+    height: int | None = None
+    seed: int | None = None
+    negative_prompt: str | None = None
+    steps: int | None = None
+    guidance_scale: float | None = None
+    strength: float | None = None
+
+
 class ImageResult(msgspec.Struct, tag=True, kw_only=True):
     """PNG files, one per image."""
 
@@ -159,7 +178,7 @@ class ImageResult(msgspec.Struct, tag=True, kw_only=True):
 
 # ---------------------------------------------------------------- the table
 
-Request = RerankRequest | TranscribeRequest | TranscribeStreamRequest | SpeechRequest | ImageRequest
+Request = RerankRequest | TranscribeRequest | TranscribeStreamRequest | SpeechRequest | ImageRequest | ImageEditRequest
 Result = RerankResult | TranscribeResult | TranscriptPiece | AudioChunk | ImageResult
 
 
@@ -189,6 +208,10 @@ OPERATIONS: dict[type, Operation] = {
         hook="speech", ability="text2audio", request=SpeechRequest, result=AudioChunk, streams=True
     ),
     ImageRequest: Operation(hook="text_to_image", ability="text2image", request=ImageRequest, result=ImageResult),
+    # A text-to-image pipeline can start from a picture: image edits go to text2image models that have the hook.
+    ImageEditRequest: Operation(
+        hook="image_to_image", ability="text2image", request=ImageEditRequest, result=ImageResult
+    ),
 }
 #: the same, by hook name: what a replica looks up for a ``Call`` frame
 BY_HOOK: dict[str, Operation] = {op.hook: op for op in OPERATIONS.values()}

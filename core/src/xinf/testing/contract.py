@@ -52,6 +52,7 @@ from xinf.devices import inventory
 from xinf.errors import InvalidRequest, XinfError
 from xinf.operations import (
     AudioChunk,
+    ImageEditRequest,
     ImageRequest,
     ImageResult,
     RerankRequest,
@@ -93,6 +94,7 @@ OPERATIONS = {
     "transcribe_stream": "audio2text",
     "speech": "text2audio",
     "text_to_image": "text2image",
+    "image_to_image": "text2image",
 }
 
 
@@ -406,6 +408,22 @@ class EngineContract:
             result = await resolved(host.hook(self.engine, "text_to_image")(model=model, request=request))
         assert isinstance(result, ImageResult) and len(result.images) == 1
         assert result.images[0].startswith(b"\x89PNG")
+
+    @aio
+    async def test_image_to_image_keeps_the_size(self, host: PluginHost, operation_specs: dict[str, ModelSpec]) -> None:
+        async with self.loaded_for(host, operation_specs, "image_to_image") as model:
+            made = await resolved(
+                host.hook(self.engine, "text_to_image")(
+                    model=model, request=ImageRequest(prompt="a red square", width=64, height=48, seed=1)
+                )
+            )
+            request = ImageEditRequest(image=made.images[0], prompt="a blue square", seed=1)
+            result = await resolved(host.hook(self.engine, "image_to_image")(model=model, request=request))
+            with pytest.raises(InvalidRequest):
+                bad = ImageEditRequest(image=b"not a picture", prompt="a blue square")
+                await resolved(host.hook(self.engine, "image_to_image")(model=model, request=bad))
+        assert isinstance(result, ImageResult) and len(result.images) == 1
+        assert result.images[0].startswith(b"\x89PNG") and result.images[0][16:24] == made.images[0][16:24]
 
     @aio
     async def test_context_overflow_is_a_client_error(self, host: PluginHost, model: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from xinf import hookimpl
 from xinf.engine import Device, EngineMatch, Hardware, MemoryEstimate, ModelSpec, Placement
-from xinf.operations import ImageRequest, ImageResult
+from xinf.operations import ImageEditRequest, ImageRequest, ImageResult
 from xinf.simpleplugin import match_one_kind, weights_and_overhead
 
 ENGINE = "diffusers"
@@ -63,6 +63,11 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
 @hookimpl
 async def text_to_image(model: Any, request: ImageRequest) -> ImageResult:
     return await model.generate(request)
+
+
+@hookimpl
+async def image_to_image(model: Any, request: ImageEditRequest) -> ImageResult:
+    return await model.edit(request)
 
 
 @hookimpl
