@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
+import json
+import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -133,3 +137,33 @@ def test_an_image_to_a_text_model_is_a_400(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="text", messages=ask(picture((1, 2, 3))), max_tokens=4)
     assert "text" in info.value.body["message"] and "vision" in info.value.body["message"]
+
+
+def test_the_readme_examples_run_as_written(
+    server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The curl and openai examples of README "Images in chat", against the tiny LLaVA (the launch line needs a hub)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Images in chat", 1)[1].split("\n## ", 1)[0]
+    (bash,) = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    (python,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+    def here(code: str) -> str:
+        return code.replace("http://127.0.0.1:9997", server.url).replace("qwen2.5-vl-instruct", "llava")
+
+    (tmp_path / "cat.png").write_bytes(picture((250, 160, 20)))
+    script = "\n".join(line for line in bash.splitlines() if not line.startswith("xinf "))
+    result = subprocess.run(["bash", "-c", here(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert isinstance(body["choices"][0]["message"]["content"], str)
+    assert body["usage"]["prompt_tokens"] > tinymodels_vision.TOKENS_PER_IMAGE
+
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    namespace: dict[str, Any] = {}
+    with contextlib.redirect_stdout(out):
+        exec(compile(here(python), "README.md", "exec"), namespace)
+    namespace["client"].close()
+    tokens = re.search(r"^(\d+) prompt tokens, the image's included$", out.getvalue(), flags=re.M)
+    assert tokens is not None and int(tokens.group(1)) > tinymodels_vision.TOKENS_PER_IMAGE, out.getvalue()
