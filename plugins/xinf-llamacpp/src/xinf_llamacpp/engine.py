@@ -66,8 +66,10 @@ class LlamaCppModel:
         n_vocab: int = 0,
         http_key: str | None = None,
         threads: int | None = None,
+        reads_images: bool = False,
     ):
         self.server = server
+        self.reads_images = reads_images
         #: the key of llama.cpp's own HTTP port (``server.listening_address``), for debugging
         self.http_key = http_key
         self.spec = spec
@@ -92,9 +94,6 @@ class LlamaCppModel:
 
     # ------------------------------------------------------------ requests
 
-    #: the model was loaded with a multimodal projector (``mmproj``): it reads images
-    reads_images = False
-
     def messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The chat as llama.cpp takes it: images as ``data:`` URLs, which only a model with a projector reads."""
         if not has_images(messages):
@@ -102,7 +101,7 @@ class LlamaCppModel:
         if not self.reads_images:
             raise InvalidRequest(
                 f"{self.spec.name} was launched without a multimodal projector, so it cannot read images; launch "
-                "it with multimodal_projector (the mmproj GGUF file)",
+                "it with multimodal_projector (its mmproj GGUF file)",
                 param="messages",
                 code="images_not_supported",
             )
