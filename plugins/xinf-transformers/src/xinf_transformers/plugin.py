@@ -43,6 +43,18 @@ from xinf_transformers import options as o
 from xinf_transformers.text import Detokenizer, make_job
 
 log = logging.getLogger(__name__)
+#: What a warm-pool worker imports before its launch (xinf.warmpool): torch and the parts of transformers every
+#: load uses; importing them touches no device (torch initialises CUDA on first use, after placement).
+WARM_IMPORTS = [
+    "torch",
+    "transformers",
+    "transformers.modeling_utils",
+    "transformers.models.auto.modeling_auto",
+    "transformers.models.auto.tokenization_auto",
+    "transformers.tokenization_utils_tokenizers",
+    "transformers.generation.continuous_batching",
+    "xinf_transformers.batching",
+]
 ENGINE = "transformers"
 SERVED_TYPES = ("LLM", "embedding", "rerank")
 
