@@ -147,6 +147,8 @@ def test_image_to_image_with_the_openai_sdk_and_xinference_client(server: Server
     model = RESTfulClient(server.url).get_model("img")
     varied = model.image_to_image(start, "a blue barn", size="32*32", response_format="b64_json", seed=9, strength=0.5)
     assert pixels(base64.b64decode(varied["data"][0]["b64_json"])).size == (32, 32)
+    edit = model.image_edit(start, "a blue barn", response_format="b64_json", seed=9)  # sends the picture as "images"
+    assert base64.b64decode(edit["data"][0]["b64_json"]) == edited
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from xinf.server.state import state
 from xinf.server.streams import until_disconnect
 from xinf.server.types import model_for
 
-IMAGE_FIELDS = ("image", "image[]")
+IMAGE_FIELDS = ("image", "image[]", "images", "images[]")  # OpenAI; xinference-client's image_edit
 
 
 async def edits(request: Request) -> Response:
