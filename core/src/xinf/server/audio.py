@@ -11,10 +11,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from xinf.audio import MEDIA_TYPES, Encoder, check_format
-from xinf.errors import InvalidRequest, PayloadTooLarge
+from xinf.errors import InvalidRequest
 from xinf.operations import AudioChunk, SpeechRequest, TranscribeRequest, TranscribeResult, TranscribeStreamRequest
 from xinf.schemas_audio import TRANSCRIPT_FORMATS, TRANSCRIPTION_FIELDS, SpeechBody
-from xinf.server.http import decode, json_response, read_body
+from xinf.server.http import check_multipart, decode, json_response, read_body
 from xinf.server.state import state
 from xinf.server.streams import until_disconnect
 from xinf.server.transcripts import transcript_stream
@@ -33,11 +33,7 @@ async def translations(request: Request) -> Response:
 
 async def _transcribe(request: Request, task: str) -> Response:
     st = state(request)
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InvalidRequest("send the audio as multipart/form-data with a 'file' field", param="file")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > st.max_body:
-        raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {st.max_body}")
+    check_multipart(request, st.max_body, "file", "the audio")
     async with request.form(max_files=1, max_fields=64) as form:
         unknown = sorted(set(form.keys()) - TRANSCRIPTION_FIELDS)
         if unknown:

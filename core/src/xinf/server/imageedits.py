@@ -12,11 +12,11 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
-from xinf.errors import InvalidRequest, PayloadTooLarge
+from xinf.errors import InvalidRequest
 from xinf.operations import ImageEditRequest, ImageResult
 from xinf.schemas_images import ImageBody, parse_size
-from xinf.server.http import validation_error
-from xinf.server.images import merge_kwargs, respond
+from xinf.server.http import check_multipart, validation_error
+from xinf.server.images import merge_kwargs, respond, shared_fields
 from xinf.server.state import state
 from xinf.server.streams import until_disconnect
 from xinf.server.types import model_for
@@ -26,11 +26,7 @@ IMAGE_FIELDS = ("image", "image[]", "images", "images[]")  # OpenAI; xinference-
 
 async def edits(request: Request) -> Response:
     st = state(request)
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InvalidRequest("send the picture as multipart/form-data with an 'image' field", param="image")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > st.max_body:
-        raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {st.max_body}")
+    check_multipart(request, st.max_body, "image", "the picture")
     async with request.form(max_files=8, max_fields=64) as form:
         if form.get("mask") is not None:
             raise InvalidRequest("masks (inpainting) are not supported: send an image and a prompt", param="mask")
@@ -47,21 +43,6 @@ async def edits(request: Request) -> Response:
     if not picture:
         raise InvalidRequest("the picture is empty", param="image")
     width, height = parse_size(body.size) if body.size else (None, None)
-    result: ImageResult = await until_disconnect(
-        request,
-        model.serve(
-            ImageEditRequest(
-                image=picture,
-                prompt=body.prompt,
-                n=body.n,
-                width=width,
-                height=height,
-                seed=body.seed,
-                negative_prompt=body.negative_prompt,
-                steps=body.num_inference_steps,
-                guidance_scale=body.guidance_scale,
-                strength=body.strength,
-            )
-        ),
-    )
+    edit = ImageEditRequest(image=picture, width=width, height=height, strength=body.strength, **shared_fields(body))
+    result: ImageResult = await until_disconnect(request, model.serve(edit))
     return respond(request, result, body.response_format)

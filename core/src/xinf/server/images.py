@@ -38,22 +38,21 @@ async def generations(request: Request) -> Response:
         raise InvalidRequest("strength applies to image edits (POST /v1/images/edits)", param="strength")
     model = model_for(st, body.model, "text2image")
     width, height = parse_size(body.size)
-    result: ImageResult = await until_disconnect(
-        request,
-        model.serve(
-            ImageRequest(
-                prompt=body.prompt,
-                n=body.n,
-                width=width,
-                height=height,
-                seed=body.seed,
-                negative_prompt=body.negative_prompt,
-                steps=body.num_inference_steps,
-                guidance_scale=body.guidance_scale,
-            )
-        ),
-    )
+    image = ImageRequest(width=width, height=height, **shared_fields(body))
+    result: ImageResult = await until_disconnect(request, model.serve(image))
     return respond(request, result, body.response_format)
+
+
+def shared_fields(body: ImageBody) -> dict[str, Any]:
+    """What text-to-image and image-to-image requests take alike from a body."""
+    return {
+        "prompt": body.prompt,
+        "n": body.n,
+        "seed": body.seed,
+        "negative_prompt": body.negative_prompt,
+        "steps": body.num_inference_steps,
+        "guidance_scale": body.guidance_scale,
+    }
 
 
 def respond(request: Request, result: ImageResult, response_format: str) -> Response:

@@ -138,6 +138,17 @@ class ImageEngine:
 
     # ------------------------------------------------------------ the pipeline
 
+    def settings(self, request: ImageRequest | ImageEditRequest, images: int) -> dict[str, Any]:
+        """The pipeline's keyword arguments: the launch's defaults, then what the request says."""
+        kwargs: dict[str, Any] = dict(self.defaults)
+        if request.steps is not None:
+            kwargs["num_inference_steps"] = request.steps
+        if request.guidance_scale is not None:
+            kwargs["guidance_scale"] = request.guidance_scale
+        if request.negative_prompt:
+            kwargs["negative_prompt"] = [request.negative_prompt] * images
+        return kwargs
+
     def run(self, requests: list[ImageRequest]) -> list[bytes]:
         """One pipeline call for ``requests`` (same size and settings); PNG bytes, in order."""
         import torch
@@ -148,13 +159,7 @@ class ImageEngine:
             for i in range(r.n):
                 prompts.append(r.prompt)
                 generators.append(torch.Generator().manual_seed((r.seed or 0) + i))
-        kwargs: dict[str, Any] = dict(self.defaults)
-        if first.steps is not None:
-            kwargs["num_inference_steps"] = first.steps
-        if first.guidance_scale is not None:
-            kwargs["guidance_scale"] = first.guidance_scale
-        if first.negative_prompt:
-            kwargs["negative_prompt"] = [first.negative_prompt] * len(prompts)
+        kwargs = self.settings(first, len(prompts))
         self.calls += 1
         if len(requests) > 1:
             log.info("text_to_image: one pipeline call for %d requests (%d images)", len(requests), len(prompts))
@@ -195,13 +200,7 @@ class ImageEngine:
 
             self.img2img = AutoPipelineForImage2Image.from_pipe(self.pipe)
             self.img2img.set_progress_bar_config(disable=True)
-        kwargs: dict[str, Any] = dict(self.defaults)
-        if request.steps is not None:
-            kwargs["num_inference_steps"] = request.steps
-        if request.guidance_scale is not None:
-            kwargs["guidance_scale"] = request.guidance_scale
-        if request.negative_prompt:
-            kwargs["negative_prompt"] = [request.negative_prompt] * request.n
+        kwargs = self.settings(request, request.n)
         if request.strength is not None:
             kwargs["strength"] = request.strength
         generators = [torch.Generator().manual_seed((request.seed or 0) + i) for i in range(request.n)]
