@@ -75,6 +75,9 @@ class Settings(msgspec.Struct, kw_only=True):
     max_images: int = 16
     allow_image_urls: bool = False
     image_fetch_timeout: float = 10.0
+    warm_pool: int = 1  # idle replica workers per (interpreter, engine); 0: no pool (xinf.warmpool)
+    warm_pool_total: int = 2
+    warm_pool_engines: list[str] = msgspec.field(default_factory=list)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -117,6 +120,9 @@ class Settings(msgspec.Struct, kw_only=True):
         _security(env, s)
         if env.get("XINF_CPU_CORES_PER_REPLICA", "").strip():
             s.cpu_cores_per_replica = _int(env, "XINF_CPU_CORES_PER_REPLICA", 0, 0)
+        s.warm_pool = _int(env, "XINF_WARM_POOL", s.warm_pool, 0)
+        s.warm_pool_total = _int(env, "XINF_WARM_POOL_TOTAL", s.warm_pool_total, 0)
+        s.warm_pool_engines = _list(env, "XINF_WARM_POOL_ENGINES")
         _int(env, "XINF_SIMULATED_CPU_CORES", 1, 1)  # read by the inventory; checked here so a typo stops start-up
         if env.get("XINF_SIMULATED_HOST_MEMORY", "").strip():
             from xinf.units import parse_size

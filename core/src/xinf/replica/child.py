@@ -1,6 +1,7 @@
 """The replica process: loads one model with its engine plugin and serves frames.
 
-Started by the server as ``python -m xinf.replica SOCKET``.  It connects to
+Started by the server as ``python -m xinf.replica SOCKET``, or ahead of a
+launch as ``python -m xinf.replica --pool ENGINE SOCKET`` (``xinf.warmpool``).  It connects to
 the server's socket, receives ``Launch``, loads the model, answers ``Hello``
 and then serves ``Generate``/``Embed``/``Cancel``/``Ping`` until the server
 says ``Shutdown`` or goes away (then it exits too).
@@ -34,6 +35,7 @@ from xinf.types import Chunk, GenerateRequest, ModelSpec
 
 log = logging.getLogger("xinf.replica")
 CALLABLE_HOOKS = ("convert_ids_to_tokens", "update_adapters")  # optional per-model hooks the server may call by name
+BATCH_LIMIT = 256  # chunks of one request in one Out frame: an engine that writes faster still gets frames out
 
 
 class Outlet(Protocol):
@@ -80,9 +82,40 @@ class Replica:
         self.host: PluginHost | None = None
         self.engine = ""
         self.info: dict[str, Any] = {}
+        # Chunks not yet sent, by request: what the engines produce in one turn of the event loop leaves in one
+        # frame per request (the server then relays it as one write), instead of a frame per token.
+        self.ready: dict[int, list[Chunk]] = {}
+        self.flushing: asyncio.Handle | None = None
+        self.batching = os.environ.get("XINF_RELAY_BATCH", "1") != "0"
 
     def send(self, frame: p.Frame) -> None:
+        if self.ready:
+            self.flush()  # a request's chunks go out before its Done or Fail
         self.outlet.send(frame)
+
+    def out(self, rid: int, chunk: Chunk) -> None:
+        """Queue a chunk of request ``rid``; the queue goes out once the engines have nothing more ready."""
+        if not self.batching:
+            self.outlet.send(p.Out(id=rid, chunks=[chunk]))
+            return
+        chunks = self.ready.get(rid)
+        if chunks is None:
+            self.ready[rid] = [chunk]
+            if self.flushing is None:
+                self.flushing = asyncio.get_running_loop().call_soon(self.flush)
+        else:
+            chunks.append(chunk)
+            if len(chunks) >= BATCH_LIMIT:
+                self.flush()
+
+    def flush(self) -> None:
+        """Send every queued chunk: one ``Out`` frame per request."""
+        if self.flushing is not None:
+            self.flushing.cancel()
+            self.flushing = None
+        ready, self.ready = self.ready, {}
+        for rid, chunks in ready.items():
+            self.outlet.send(p.Out(id=rid, chunks=chunks))
 
     async def load(self, launch: p.Launch) -> None:
         host = PluginHost.discover(only=[launch.engine])
@@ -176,7 +209,7 @@ class Replica:
                 if tools is not None:
                     tools.apply(chunk)
                 chunk.index = index
-                self.send(p.Out(id=rid, chunk=chunk))
+                self.out(rid, chunk)
                 if self.outlet.backlog() > 1 << 20:
                     await self.outlet.drain()  # the server reads slower than we write
         finally:
@@ -254,16 +287,28 @@ def _replace(request: GenerateRequest, **changes: Any) -> GenerateRequest:
     return msgspec.structs.replace(request, **changes)
 
 
-async def serve(path: str) -> int:
-    reader, writer = await asyncio.open_unix_connection(path)
+async def serve(path: str, pool_engine: str | None = None) -> int:
+    """Serve the server's socket at ``path``; with ``pool_engine``, first wait in the warm pool (``xinf.warmpool``)."""
+    if pool_engine is not None:
+        from xinf.replica import warm
+
+        connection = await warm.wait(pool_engine, path)
+        if connection is None:
+            return 0  # the server stopped its pool
+        reader, writer = connection
+    else:
+        reader, writer = await asyncio.open_unix_connection(path)
     try:
-        return await serve_stream(reader, SocketOutlet(writer))
+        return await serve_stream(reader, SocketOutlet(writer), warm=pool_engine is not None)
     finally:
         writer.close()
 
 
-async def serve_stream(reader: asyncio.StreamReader, outlet: Outlet) -> int:
-    """Load the model ``Launch`` names and serve frames until ``Shutdown`` or the end of ``reader``."""
+async def serve_stream(reader: asyncio.StreamReader, outlet: Outlet, warm: bool = False) -> int:
+    """Load the model ``Launch`` names and serve frames until ``Shutdown`` or the end of ``reader``.
+
+    ``warm``: this process was started ahead of the launch (a pooled worker); its ``Hello`` says so.
+    """
     replica = Replica(outlet)
     launch = await p.read_frame(reader)
     if not isinstance(launch, p.Launch):
@@ -279,7 +324,7 @@ async def serve_stream(reader: asyncio.StreamReader, outlet: Outlet) -> int:
         replica.send(p.Fail(id=0, status=getattr(exc, "status", 400), error=error))
         await outlet.drain()
         return 1
-    replica.send(p.Hello(pid=os.getpid(), info=replica.info))
+    replica.send(p.Hello(pid=os.getpid(), info={**replica.info, "warm": warm}))
     print(f"replica ready: {launch.spec.name} on engine {launch.engine} (pid {os.getpid()})", flush=True)
     while True:
         try:
@@ -313,8 +358,11 @@ def _die_with_parent() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    pool_engine = None
+    if len(argv) == 3 and argv[0] == "--pool":
+        pool_engine, argv = argv[1], argv[2:]
     if len(argv) != 1:
-        print("usage: python -m xinf.replica SOCKET", file=sys.stderr)
+        print("usage: python -m xinf.replica [--pool ENGINE] SOCKET", file=sys.stderr)
         return 2
     _die_with_parent()
     logging.basicConfig(level=os.environ.get("XINF_LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(message)s")
@@ -322,5 +370,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(serve(argv[0]))
-    return uvloop.run(serve(argv[0]))
+        return asyncio.run(serve(argv[0], pool_engine))
+    return uvloop.run(serve(argv[0], pool_engine))

@@ -18,6 +18,8 @@ Launch options (``xinf launch ... --option value`` or extra launch JSON keys):
 - ``hang_on_start``: block the event loop for that many seconds once loaded.
 - ``stall_after``: stop producing output after that many chunks while the replica
   keeps answering pings (a stuck engine the health check cannot see).
+- ``script_preloaded``: replay ``NAME True`` or ``NAME False``: whether module NAME
+  was imported before ``load`` (a warm worker imports ``WARM_IMPORTS`` ahead).
 - ``script_path``: replay the model's local path (where its files were downloaded).
 - ``script_import``: replay ``NAME VERSION FILE`` of this module as imported by
   the replica (shows which environment the replica runs in).
@@ -64,6 +66,9 @@ from xinf.types import (
 from xinf.vision import Image, images_of, is_image
 
 ENGINE = "test"
+#: Imported by a warm-pool worker before its launch (``xinf.warmpool``): a stdlib module nothing else in a replica
+#: imports, so ``script_preloaded`` shows whether the worker that loaded a model was a pre-started one.
+WARM_IMPORTS = ["colorsys"]
 WORDS = (
     "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima "
     "mike november oscar papa quebec romeo sierra tango uniform victor whiskey"
@@ -82,6 +87,7 @@ class TestOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     hang_on_start: float = 0.0
     stall_after: int | None = None
     script_import: str | None = None
+    script_preloaded: str | None = None
     script_path: bool = False
     load_delay: float = 0.0
     fail_load: str | None = None
@@ -140,6 +146,10 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Test
         opts.script = f"{opts.script_env}={os.environ.get(opts.script_env, '<unset>')}"
     if opts.script_path:
         opts.script = spec.source.path or "<none>"
+    if opts.script_preloaded is not None:
+        import sys
+
+        opts.script = f"{opts.script_preloaded} {opts.script_preloaded in sys.modules}"
     if opts.script_import is not None:
         import importlib
         import importlib.metadata

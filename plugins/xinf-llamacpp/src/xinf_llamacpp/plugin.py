@@ -30,6 +30,9 @@ from xinf_llamacpp import options as opts
 
 ENGINE = "llama.cpp"
 log = logging.getLogger("xinf_llamacpp")
+#: What a warm-pool worker imports before its launch (xinf.warmpool).  A GPU build that loads its driver at import
+#: is seen by the worker, which then serves CPU replicas only.
+WARM_IMPORTS = ["xllamacpp", "xinf_llamacpp.engine"]
 
 
 @hookimpl

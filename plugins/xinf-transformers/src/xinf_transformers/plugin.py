@@ -43,6 +43,18 @@ from xinf_transformers import options as o
 from xinf_transformers.text import Detokenizer, make_job
 
 log = logging.getLogger(__name__)
+#: What a warm-pool worker imports before its launch (xinf.warmpool): torch and the parts of transformers every
+#: load uses; importing them touches no device (torch initialises CUDA on first use, after placement).
+WARM_IMPORTS = [
+    "torch",
+    "transformers",
+    "transformers.modeling_utils",
+    "transformers.models.auto.modeling_auto",
+    "transformers.models.auto.tokenization_auto",
+    "transformers.tokenization_utils_tokenizers",
+    "transformers.generation.continuous_batching",
+    "xinf_transformers.batching",
+]
 ENGINE = "transformers"
 SERVED_TYPES = ("LLM", "embedding", "rerank")
 
@@ -280,17 +292,20 @@ def _load_embedding(path: str, dtype: Any, device: str, opts: o.Options, setting
 def _load_rerank(path: str, dtype: Any, device: str, opts: o.Options, settings: Any) -> Any:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from xinf_transformers import llmrerank
     from xinf_transformers.rerank import RerankModel
 
     try:
-        architectures = json.loads((Path(path) / "config.json").read_text()).get("architectures") or []
+        config = json.loads((Path(path) / "config.json").read_text())
+        architectures = config.get("architectures") or []
     except (OSError, ValueError, AttributeError):
-        architectures = []
+        config, architectures = {}, []
+    if llmrerank.is_llm_reranker(architectures):  # Qwen3-Reranker: a causal LM answering yes or no
+        loaded = llmrerank.load(path, str(config.get("model_type", "")), dtype, device, opts, settings)
+        log.info("loaded LLM-style reranker %s on %s: at most %d tokens a pair", path, device, loaded.max_length)
+        return loaded
     if architectures and not any(str(a).endswith("ForSequenceClassification") for a in architectures):
-        raise LaunchError(
-            f"{path} is a {architectures[0]}, not a cross-encoder (a sequence classifier): LLM-style rerankers "
-            "(Qwen3-Reranker, bge-reranker-v2-gemma) are not served by the transformers engine yet"
-        )
+        raise LaunchError(f"{path} is a {architectures[0]}: neither a cross-encoder nor an LLM-style reranker")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=opts.trust_remote_code)
         model = AutoModelForSequenceClassification.from_pretrained(
