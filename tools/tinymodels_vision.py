@@ -32,13 +32,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-from tinymodels import cache_dir
+from tinymodels_cache import cached
 from tinymodels_tokenizer import CORPUS, EOS, PAD, train_tokenizer
 
 VERSION = 1
@@ -208,23 +205,7 @@ def ensure(arch: str = "llava", seed: int = 0) -> Path:
     """The cached model directory of ``arch`` (``llava`` or ``idefics3``), built now if missing."""
     if arch not in WRITERS:
         raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(WRITERS)}")
-    root = cache_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{arch}-tiny-{key(arch, seed)}"
-    if final.exists():
-        return final
-    tmp = Path(tempfile.mkdtemp(prefix=f".{arch}-tiny-", dir=root))
-    try:
-        WRITERS[arch](tmp, seed)
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not final.is_dir():  # not a lost race: a real error
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return cached(f"{arch}-tiny-{key(arch, seed)}", lambda path: WRITERS[arch](path, seed))
 
 
 def main(argv: list[str] | None = None) -> int:
