@@ -60,18 +60,11 @@ def reference(model_dir: Path, query: str, docs: list[str], instruction: str = I
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[ServerProcess]:
-    """One server: the reranker launched twice, with the default instruction and with another one."""
+    """One server with the reranker launched as a user would, by path and type."""
     server = ServerProcess(tmp_path_factory.mktemp("xinf-home"), env={"XINFERENCE_BATCH_SIZE": "3"})
     server.start()
     try:
         server.launch(model_name="tiny-qwen3-rerank", model_type="rerank", model_path=str(model_dir), model_uid="q3")
-        server.launch(
-            model_name="tiny-qwen3-rerank-law",
-            model_type="rerank",
-            model_path=str(model_dir),
-            model_uid="q3-law",
-            rerank_instruction="Given a legal question, retrieve the statutes that answer it",
-        )
         yield server
     finally:
         server.stop()
@@ -93,13 +86,24 @@ def test_scores_equal_the_model_card_recipe(server: ServerProcess, model_dir: Pa
     assert body["meta"]["tokens"]["input_tokens"] > 0
 
 
-def test_instruction_option_changes_the_prompt(server: ServerProcess, model_dir: Path) -> None:
+def test_instruction_option_changes_the_prompt(model_dir: Path) -> None:
+    """The launch option reaches the prompt (in-process: the engine's own loader, no second server replica)."""
+    from xinf.operations import RerankRequest
+    from xinf.settings import Settings
+    from xinf_transformers import llmrerank, options
+
     law = "Given a legal question, retrieve the statutes that answer it"
     expected = reference(model_dir, QUERY, DOCS[:2], instruction=law)
     assert expected != pytest.approx(reference(model_dir, QUERY, DOCS[:2]), abs=1e-4)
-    results = server.http.post("/v1/rerank", json={"model": "q3-law", "query": QUERY, "documents": DOCS[:2]}).json()
-    for r in results["results"]:
-        assert r["relevance_score"] == pytest.approx(expected[r["index"]], abs=1e-4)
+    opts = options.parse({"rerank_instruction": law})
+    import torch
+
+    model = llmrerank.load(str(model_dir), "qwen3", torch.float32, "cpu", opts, Settings.from_env())
+    try:
+        got = model.score(RerankRequest(query=QUERY, documents=DOCS[:2])).scores
+    finally:
+        model.close()
+    assert got == pytest.approx(expected, abs=1e-4)
 
 
 def test_xinference_client_rerank(server: ServerProcess, model_dir: Path) -> None:
@@ -113,12 +117,14 @@ def test_xinference_client_rerank(server: ServerProcess, model_dir: Path) -> Non
     assert out["results"][0]["relevance_score"] == pytest.approx(expected[best], abs=1e-4)
 
 
-def test_other_causal_lms_are_refused_with_the_reason(server: ServerProcess, tmp_path: Path) -> None:
-    import tinymodels
+def test_other_causal_lms_are_refused_with_the_reason(tmp_path: Path) -> None:
+    """Only Qwen3-Reranker's format is known: a Llama causal LM launched as a reranker fails naming what is served."""
+    import torch
 
-    llama = tinymodels.ensure("llama-tiny")
-    response = server.http.post(
-        "/v1/models", json={"model_name": "not-a-reranker", "model_type": "rerank", "model_path": str(llama)}
-    )
-    assert response.status_code >= 400
-    assert "Qwen3-Reranker" in response.json()["error"]["message"]
+    from xinf.errors import LaunchError
+    from xinf.settings import Settings
+    from xinf_transformers import options, plugin
+
+    (tmp_path / "config.json").write_text('{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}')
+    with pytest.raises(LaunchError, match="Qwen3-Reranker's format"):
+        plugin._load_rerank(str(tmp_path), torch.float32, "cpu", options.parse({}), Settings.from_env())

@@ -160,7 +160,7 @@ def test_speak_then_transcribe_what_was_said(
     tried.get_by_role("button", name="Speak").click()
     expect(tried.get_by_role("alert")).to_contain_text("unknown voice 'nobody'")
 
-    # Speech to text: whisper launched from the catalogue, a recording uploaded, the transcript shown.
+    # Speech to text: whisper launched from the catalogue, a recording uploaded, the transcript shown as it streams.
     models = region(page, "Models")
     models.get_by_label("Show").select_option("audio")
     models.get_by_role("button", name="Launch whisper-base…", exact=True).click()
@@ -197,7 +197,7 @@ def test_speak_then_transcribe_what_was_said(
     server.http.delete("/v1/models/whisper-base")
 
 
-def test_draw_an_image_of_the_asked_size(server: ServerProcess, page: Any, tried: Any, shot) -> None:
+def test_draw_an_image_of_the_asked_size(server: ServerProcess, page: Any, tried: Any, tmp_path: Path, shot) -> None:
     tried.get_by_label("Model to try").select_option("sd")
     tried.get_by_label("Prompt").fill("a red square")
     tried.get_by_label("Size").fill("64x48")
@@ -221,6 +221,24 @@ def test_draw_an_image_of_the_asked_size(server: ServerProcess, page: Any, tried
     assert src.startswith("data:image/png;base64,")
     assert base64.b64decode(src.split(",", 1)[1]) == base64.b64decode(same)  # the same seed draws the same image
     shot("drawn")
+
+    # Image to image: the drawn picture as the start, redrawn at another size through /v1/images/edits.
+    start = tmp_path / "start.png"
+    start.write_bytes(base64.b64decode(same))
+    tried.get_by_label("Start from a picture").set_input_files(str(start))
+    tried.get_by_label("Prompt").fill("a blue square")
+    tried.get_by_label("Size").fill("32x32")
+    tried.get_by_role("button", name="Generate").click()
+    redrawn = tried.get_by_role("img", name="a blue square")
+    expect(redrawn).to_be_visible(timeout=60_000)
+    expect(tried.locator("#try-image figcaption")).to_have_text("32x32, from start.png")
+    edited = server.http.post(
+        "/v1/images/edits",
+        files={"image": ("start.png", start.read_bytes())},
+        data={"model": "sd", "prompt": "a blue square", "size": "32x32", "seed": "7", "response_format": "b64_json"},
+    ).json()["data"][0]["b64_json"]
+    assert base64.b64decode(redrawn.get_attribute("src").split(",", 1)[1]) == base64.b64decode(edited)
+    tried.get_by_label("Start from a picture").set_input_files([])
 
     tried.get_by_label("Size").fill("3x3")
     tried.get_by_role("button", name="Generate").click()

@@ -1,7 +1,7 @@
 // The try-it panel: one small form per ability of the models that do not chat (rerank, embed, speech to text,
 // text to speech, text to image), each calling the same API route a client would.
 
-import { postForBlob, postJSON } from "./api.js";
+import { events, postForBlob, postJSON } from "./api.js";
 import { h, setOptions, showError } from "./dom.js";
 
 const modelSelect = document.getElementById("try-model");
@@ -102,10 +102,15 @@ handle(document.getElementById("try-transcribe"), async (model, f) => {
   const body = new FormData();
   body.append("file", file, file.name);
   body.append("model", model);
-  body.append("response_format", "json");
+  body.append("stream", "true"); // the text shows as it is heard
   if (f.language.value.trim() && f.task.value === "transcriptions") body.append("language", f.language.value.trim());
-  const answer = await postJSON(`/v1/audio/${f.task.value}`, body);
-  out.textContent = answer.text.trim() || "(no speech heard)";
+  let text = "";
+  for await (const event of events(`/v1/audio/${f.task.value}`, body)) {
+    if (event.type === "transcript.text.delta") text += event.delta;
+    if (event.type === "transcript.text.done") text = event.text;
+    out.textContent = text.trim();
+  }
+  if (!text.trim()) out.textContent = "(no speech heard)";
 });
 
 handle(document.getElementById("try-speech"), async (model, f) => {
@@ -122,12 +127,25 @@ handle(document.getElementById("try-speech"), async (model, f) => {
 
 handle(document.getElementById("try-image"), async (model, f) => {
   const figure = f.prompt.form.querySelector("figure");
-  const body = { model, prompt: f.prompt.value, size: f.size.value.trim(), n: 1, response_format: "b64_json" };
-  if (f.seed.value) body.seed = Number(f.seed.value);
-  const answer = await postJSON("/v1/images/generations", body);
+  const size = f.size.value.trim();
+  const start = f.picture.files[0]; // with a picture: image to image
+  let answer;
+  if (start) {
+    const body = new FormData();
+    body.append("image", start, start.name);
+    for (const [name, value] of [["model", model], ["prompt", f.prompt.value], ["size", size], ["seed", f.seed.value]]) {
+      if (value) body.append(name, value);
+    }
+    body.append("response_format", "b64_json");
+    answer = await postJSON("/v1/images/edits", body);
+  } else {
+    const body = { model, prompt: f.prompt.value, size, n: 1, response_format: "b64_json" };
+    if (f.seed.value) body.seed = Number(f.seed.value);
+    answer = await postJSON("/v1/images/generations", body);
+  }
   const img = figure.querySelector("img");
   img.src = `data:image/png;base64,${answer.data[0].b64_json}`;
   img.alt = f.prompt.value;
-  figure.querySelector("figcaption").textContent = body.size;
+  figure.querySelector("figcaption").textContent = start ? `${size || "the picture's size"}, from ${start.name}` : size;
   figure.hidden = false;
 });
