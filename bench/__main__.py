@@ -195,7 +195,7 @@ def report_load(results: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if argv and argv[0] in ("overhead", "mlx", "cpu", "routing", "types"):
+    if argv and argv[0] in ("overhead", "mlx", "cpu", "routing", "types", "relay"):
         return int(__import__(f"bench.{argv[0]}", fromlist=["main"]).main(argv[1:]))
     if argv and argv[0].startswith("_"):
         return internal(argv)

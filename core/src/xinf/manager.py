@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from xinf import adapters, hub, placement, virtualenv
+from xinf import adapters, hub, placement, projectors, virtualenv
 from xinf.devices import inventory
 from xinf.downloads import LaunchCancelled
 from xinf.errors import Conflict, InvalidRequest, LaunchError, NotFound
@@ -143,6 +143,7 @@ class ModelManager:
         """Check a launch and claim its uid; the model shows as "launching" until ``start`` ends."""
         hardware = await asyncio.to_thread(self.hardware)  # a cluster asks its nodes
         spec, engine = self.resolve(req, hardware)
+        spec = projectors.choose(spec, req.multimodal_projector, options)  # GGUF vision models' mmproj
         uid = req.model_uid or spec.name
         if not _UID.match(uid):
             raise InvalidRequest(f"invalid model_uid {uid!r}: use letters, digits, '.', '_' and '-'", param="model_uid")
@@ -433,6 +434,7 @@ class ModelManager:
         """What a launch would do: the engine and each replica's placement. Starts nothing."""
         hardware = self.hardware()
         spec, engine = self.resolve(req, hardware)
+        spec = projectors.choose(spec, req.multimodal_projector, options)
         model = RunningModel(req.model_uid or spec.name, spec, engine, req, options)
         path = hub.local_path(spec, self.settings, download=False)
         if path is not None:

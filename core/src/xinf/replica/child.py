@@ -35,6 +35,7 @@ from xinf.types import Chunk, GenerateRequest, ModelSpec
 
 log = logging.getLogger("xinf.replica")
 CALLABLE_HOOKS = ("convert_ids_to_tokens", "update_adapters")  # optional per-model hooks the server may call by name
+BATCH_LIMIT = 256  # chunks of one request in one Out frame: an engine that writes faster still gets frames out
 
 
 class Outlet(Protocol):
@@ -81,9 +82,40 @@ class Replica:
         self.host = host  # discovered already (a warm worker's), else at load
         self.engine = ""
         self.info: dict[str, Any] = {}
+        # Chunks not yet sent, by request: what the engines produce in one turn of the event loop leaves in one
+        # frame per request (the server then relays it as one write), instead of a frame per token.
+        self.ready: dict[int, list[Chunk]] = {}
+        self.flushing: asyncio.Handle | None = None
+        self.batching = os.environ.get("XINF_RELAY_BATCH", "1") != "0"
 
     def send(self, frame: p.Frame) -> None:
+        if self.ready:
+            self.flush()  # a request's chunks go out before its Done or Fail
         self.outlet.send(frame)
+
+    def out(self, rid: int, chunk: Chunk) -> None:
+        """Queue a chunk of request ``rid``; the queue goes out once the engines have nothing more ready."""
+        if not self.batching:
+            self.outlet.send(p.Out(id=rid, chunks=[chunk]))
+            return
+        chunks = self.ready.get(rid)
+        if chunks is None:
+            self.ready[rid] = [chunk]
+            if self.flushing is None:
+                self.flushing = asyncio.get_running_loop().call_soon(self.flush)
+        else:
+            chunks.append(chunk)
+            if len(chunks) >= BATCH_LIMIT:
+                self.flush()
+
+    def flush(self) -> None:
+        """Send every queued chunk: one ``Out`` frame per request."""
+        if self.flushing is not None:
+            self.flushing.cancel()
+            self.flushing = None
+        ready, self.ready = self.ready, {}
+        for rid, chunks in ready.items():
+            self.outlet.send(p.Out(id=rid, chunks=chunks))
 
     async def load(self, launch: p.Launch) -> None:
         host = self.host if self.host and launch.engine in self.host.engines else None
@@ -178,7 +210,7 @@ class Replica:
                 if tools is not None:
                     tools.apply(chunk)
                 chunk.index = index
-                self.send(p.Out(id=rid, chunk=chunk))
+                self.out(rid, chunk)
                 if self.outlet.backlog() > 1 << 20:
                     await self.outlet.drain()  # the server reads slower than we write
         finally:

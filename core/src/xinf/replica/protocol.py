@@ -92,8 +92,10 @@ class Idle(Frame):
 
 
 class Out(Frame):
+    """Chunks of a ``Generate``, in order: every chunk the replica had ready when it wrote the frame."""
+
     id: int
-    chunk: Chunk
+    chunks: list[Chunk]
 
 
 class Done(Frame):

@@ -65,6 +65,9 @@ async def metrics(request: Request) -> Response:
 
 def routes(settings: Settings) -> list[BaseRoute]:
     table: list[BaseRoute] = [
+        # First: starlette tries routes in order, and these take most requests.
+        Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions.completions, methods=["POST"]),
         *xinference.routes(),  # fixed paths ahead of /v1/models/{uid} and friends
         *lifecycle.routes(),
         Route("/health", admin.health, methods=["GET"]),
@@ -84,8 +87,6 @@ def routes(settings: Settings) -> list[BaseRoute]:
         Route("/v1/models/{uid}/adapters", adapter_routes.add, methods=["POST"]),
         Route("/v1/models/{uid}/adapters/{name}", adapter_routes.remove, methods=["DELETE"]),
         Route("/v1/models/{uid}/replicas/{replica_id}", admin.remove_replica, methods=["DELETE"]),
-        Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
-        Route("/v1/completions", completions.completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings.embeddings, methods=["POST"]),
         Route("/v1/messages", anthropic.messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", anthropic.count_tokens, methods=["POST"]),

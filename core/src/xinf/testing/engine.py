@@ -31,6 +31,9 @@ Launch options (``xinf launch ... --option value`` or extra launch JSON keys):
 - ``host_memory``: bytes it reports as host memory on the CPU (default 64 MiB:
   the test engine holds no weights, and its replicas must fit small machines).
 - ``context_length``: prompt words allowed (default 2048).
+- ``describe_images``: answer with what each image part of the request holds
+  (``image/png 68 bytes sha256:<16 hex>``, ``; `` between them): shows what
+  reached the engine.  Each image counts as one prompt word.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from xinf.types import (
     TokenLogprob,
     Usage,
 )
+from xinf.vision import Image, images_of, is_image
 
 ENGINE = "test"
 #: Imported by a warm-pool worker before its launch (``xinf.warmpool``): a stdlib module nothing else in a replica
@@ -92,6 +96,7 @@ class TestOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host_memory: int = 64 << 20
     context_length: int = 2048
     max_tokens_default: int = 16
+    describe_images: bool = False
 
 
 class TestModel:
@@ -217,6 +222,8 @@ async def _generate(model: TestModel, request: GenerateRequest) -> AsyncIterator
     max_tokens = request.max_tokens or opts.max_tokens_default
     stops = StopMatcher(request.stop)
     pieces = _pieces(opts, prompt, request.seed)
+    if opts.describe_images:
+        pieces = ["; ".join(_describe(image) for image in images_of(request.messages))]
     produced = 0
     finish = "length"
     for n, piece in enumerate(pieces):
@@ -287,10 +294,14 @@ def _prompt_text(request: GenerateRequest) -> str:
     parts = []
     for message in request.messages:
         content = message.get("content")
-        if isinstance(content, list):
-            content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        if isinstance(content, list):  # an image is one word
+            content = " ".join("<image>" if is_image(p) else str(p.get("text", "")) for p in content)
         parts.append(str(content or ""))
     return " ".join(parts)
+
+
+def _describe(image: Image) -> str:
+    return f"{image.media_type} {len(image.data)} bytes sha256:{hashlib.sha256(image.data).hexdigest()[:16]}"
 
 
 def _pieces(opts: TestOptions, prompt: str, seed: int | None) -> list[str]:
