@@ -84,7 +84,7 @@ def measure(engine_name: str, settings: Settings, rounds: int) -> dict[str, Any]
                     continue
                 server = servers[side]
                 if side == "warm":
-                    wait_for_pool(server, xinf_engine)
+                    wait_for_pool(server, xinf_engine)  # the pool that started with the server, the first time
                 uid = f"launch-{r}"
                 ready, token = xinf_first_token(server, uid, body)
                 launched[side].append(ready)
@@ -95,6 +95,8 @@ def measure(engine_name: str, settings: Settings, rounds: int) -> dict[str, Any]
                     f"  {engine.NAME} round {r + 1} xinf {side:5s} {token:.2f} s (launch returned after {ready:.2f} s){note}"
                 )
                 server.http.delete(f"/v1/models/{uid}").raise_for_status()
+                if side == "warm":
+                    wait_for_pool(server, xinf_engine)  # its refill must not compete with the next side's turn
     return {
         "engine": engine_name,
         "label": engine.LABEL,
