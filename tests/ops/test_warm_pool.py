@@ -54,16 +54,11 @@ def _output(pid: int) -> str:
 
 
 def idle(server: ServerProcess, engine: str = "test") -> float:
-    text = httpx.get(f"{server.url}/metrics").text
-    line = f'xinf_warm_pool_workers{{engine="{engine}",state="idle"}} '
-    return next((float(s.split()[-1]) for s in text.splitlines() if s.startswith(line)), 0.0)
+    return server.metric("xinf_warm_pool_workers", engine=engine, state="idle")
 
 
 def starts(server: ServerProcess, how: str) -> float:
-    text = httpx.get(f"{server.url}/metrics").text
-    return next(
-        float(s.split()[-1]) for s in text.splitlines() if s.startswith(f'xinf_replica_starts_total{{start="{how}"}}')
-    )
+    return server.metric("xinf_replica_starts_total", start=how)
 
 
 def one_idle_worker(server: ServerProcess) -> int:
