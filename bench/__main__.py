@@ -4,8 +4,8 @@ Sections (default: all four, in this order):
 
   startup     ``xinf --help`` vs ``python -c pass``; ``xinf serve`` until /v1/models
               answers vs a bare starlette+uvicorn app (per environment: .venv, .venv-vllm)
-  launch      model launch until the first token: ``xinf launch`` vs the engine loaded
-              in a fresh interpreter
+  launch      model launch until the first token: ``xinf launch`` (a new replica process,
+              and one taken from the warm pool) vs the engine loaded in a fresh interpreter
   throughput  output tokens/s and time to first token through xinf vs the engine called
               in-process, at each concurrency
   load        aiperf (a standard load tool, .venv-aiperf) against xinf and against the
@@ -120,12 +120,23 @@ def report_startup(results: list[dict[str, Any]]) -> str:
 def report_launch(results: list[dict[str, Any]]) -> str:
     rows = []
     for r in results:
-        d, x = median(r["direct"]), median(r["xinf"])
+        d, x, w = median(r["direct"]), median(r["xinf"]), median(r["warm"])
         rows.append(
-            (r["label"], r["model"], f"{d:.2f}", f"{median(r['xinf_launch']):.2f}", f"{x:.2f}", f"{x - d:+.2f}")
-        )
-    headers = ("engine", "model", "engine alone s", "xinf launch returns s", "xinf first token s", "added s")
-    return "Launch until the first token (medians; both include an interpreter start)\n\n" + table(headers, rows)
+            (r["label"], r["model"], f"{d:.2f}", f"{x:.2f}", f"{median(r['warm_launch']):.2f}", f"{w:.2f}",
+             ratio(w, d), ratio(w, x))
+        )  # fmt: skip
+    headers = (
+        "engine",
+        "model",
+        "engine alone s",
+        "xinf cold first token s",
+        "xinf warm launch returns s",
+        "xinf warm first token s",
+        "warm / engine alone",
+        "warm / cold",
+    )
+    title = "Launch until the first token (medians; engine alone and xinf cold include an interpreter start)"
+    return f"{title}\n\n" + table(headers, rows)
 
 
 def report_throughput(results: list[dict[str, Any]]) -> str:
