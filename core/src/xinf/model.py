@@ -273,6 +273,7 @@ class RunningModel:
                     "cores": r.launch.placement.cores,
                     "cpus": r.info.get("cpus"),  # the real CPUs pinned (simulated cores map onto them)
                     "threads": r.info.get("threads"),  # as the engine reports them
+                    "warm": bool(r.info.get("warm")),  # a pre-started worker of the warm pool (xinf.warmpool)
                     "node": r.node,
                     "log": r.log,
                 }

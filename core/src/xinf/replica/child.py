@@ -1,6 +1,7 @@
 """The replica process: loads one model with its engine plugin and serves frames.
 
-Started by the server as ``python -m xinf.replica SOCKET``.  It connects to
+Started by the server as ``python -m xinf.replica SOCKET``, or ahead of a
+launch as ``python -m xinf.replica --pool ENGINE SOCKET`` (``xinf.warmpool``).  It connects to
 the server's socket, receives ``Launch``, loads the model, answers ``Hello``
 and then serves ``Generate``/``Embed``/``Cancel``/``Ping`` until the server
 says ``Shutdown`` or goes away (then it exits too).
@@ -293,16 +294,28 @@ def _replace(request: GenerateRequest, **changes: Any) -> GenerateRequest:
     return msgspec.structs.replace(request, **changes)
 
 
-async def serve(path: str) -> int:
-    reader, writer = await asyncio.open_unix_connection(path)
+async def serve(path: str, pool_engine: str | None = None) -> int:
+    """Serve the server's socket at ``path``; with ``pool_engine``, first wait in the warm pool (``xinf.warmpool``)."""
+    if pool_engine is not None:
+        from xinf.replica import warm
+
+        connection = await warm.wait(pool_engine, path)
+        if connection is None:
+            return 0  # the server stopped its pool
+        reader, writer = connection
+    else:
+        reader, writer = await asyncio.open_unix_connection(path)
     try:
-        return await serve_stream(reader, SocketOutlet(writer))
+        return await serve_stream(reader, SocketOutlet(writer), warm=pool_engine is not None)
     finally:
         writer.close()
 
 
-async def serve_stream(reader: asyncio.StreamReader, outlet: Outlet) -> int:
-    """Load the model ``Launch`` names and serve frames until ``Shutdown`` or the end of ``reader``."""
+async def serve_stream(reader: asyncio.StreamReader, outlet: Outlet, warm: bool = False) -> int:
+    """Load the model ``Launch`` names and serve frames until ``Shutdown`` or the end of ``reader``.
+
+    ``warm``: this process was started ahead of the launch (a pooled worker); its ``Hello`` says so.
+    """
     replica = Replica(outlet)
     launch = await p.read_frame(reader)
     if not isinstance(launch, p.Launch):
@@ -318,7 +331,7 @@ async def serve_stream(reader: asyncio.StreamReader, outlet: Outlet) -> int:
         replica.send(p.Fail(id=0, status=getattr(exc, "status", 400), error=error))
         await outlet.drain()
         return 1
-    replica.send(p.Hello(pid=os.getpid(), info=replica.info))
+    replica.send(p.Hello(pid=os.getpid(), info={**replica.info, "warm": warm}))
     print(f"replica ready: {launch.spec.name} on engine {launch.engine} (pid {os.getpid()})", flush=True)
     while True:
         try:
@@ -352,8 +365,11 @@ def _die_with_parent() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    pool_engine = None
+    if len(argv) == 3 and argv[0] == "--pool":
+        pool_engine, argv = argv[1], argv[2:]
     if len(argv) != 1:
-        print("usage: python -m xinf.replica SOCKET", file=sys.stderr)
+        print("usage: python -m xinf.replica [--pool ENGINE] SOCKET", file=sys.stderr)
         return 2
     _die_with_parent()
     logging.basicConfig(level=os.environ.get("XINF_LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(message)s")
@@ -361,5 +377,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(serve(argv[0]))
-    return uvloop.run(serve(argv[0]))
+        return asyncio.run(serve(argv[0], pool_engine))
+    return uvloop.run(serve(argv[0], pool_engine))

@@ -19,14 +19,18 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from xinf import errors
 from xinf.operations import Request, Result, operation
 from xinf.replica import protocol as p
+from xinf.replica import spawn
 from xinf.types import Chunk, EmbedRequest, EmbedResult, GenerateRequest
+
+if TYPE_CHECKING:
+    from xinf.warmpool import WarmPool
 
 log = logging.getLogger(__name__)
 
@@ -446,69 +450,51 @@ class ProcessReplica(ReplicaHandle):
         python: str = sys.executable,
         on_exit: Callable[[ReplicaHandle, int], None] | None = None,
         health: HealthCheck | None = None,
+        pool: WarmPool | None = None,
     ):
         super().__init__(name=name, launch=launch, on_exit=on_exit, health=health)
         self.env = env
         self.log_path = log_path
         self.socket_path = socket_path
         self.python = python
+        self.pool = pool
         self.proc: asyncio.subprocess.Process | None = None
         self.writer: asyncio.StreamWriter | None = None
-        self.server: asyncio.AbstractServer | None = None
 
     @property
     def log(self) -> str | None:
         return str(self.log_path)
 
+    async def start(self) -> None:
+        if self.pool is None:
+            await super().start()
+            return
+        with self.pool.hold():  # the pool refills once no launch is loading
+            await super().start()
+
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.Future[int | None]]:
-        """Spawn the process and wait for it to connect to our socket."""
-        connected: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
-            asyncio.get_running_loop().create_future()
-        )
-
-        def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            if connected.done():
-                writer.close()  # only the one replica we started may connect
-            else:
-                connected.set_result((reader, writer))
-
-        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
-        self.socket_path.unlink(missing_ok=True)
-        self.server = await asyncio.start_unix_server(on_connect, path=str(self.socket_path), limit=1 << 20)
-        os.chmod(self.socket_path, 0o600)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as logfile:  # noqa: ASYNC230 (opening is instant)
-            self.proc = await asyncio.create_subprocess_exec(
-                self.python,
-                "-m",
-                "xinf.replica",
-                str(self.socket_path),
-                env=self.env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=logfile,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
+        """Take a pooled worker that fits (``xinf.warmpool``), else spawn the process; wait until it is connected."""
+        pl = self.launch.placement
+        worker = self.pool.take(self.python, self.launch.engine, self.env, pl.cores) if self.pool else None
+        if worker is not None:
+            assert worker.proc is not None and worker.connection is not None
+            self.proc, (reader, self.writer) = worker.proc, worker.connection
+            self._write(p.encode(p.Adopt(env=self.env, log=str(self.log_path))))
+        else:
+            self.proc, connection = await spawn.start(
+                self.python, [], env=self.env, log_path=self.log_path, socket_path=self.socket_path
             )
+            if connection is None:
+                self.returncode = self.proc.returncode
+                raise self._launch_error(f"{self._gone()} before connecting")
+            reader, self.writer = connection
         self.pid = self.proc.pid
-        exited: asyncio.Future[int | None] = asyncio.ensure_future(self.proc.wait())
-        first: set[asyncio.Future[Any]] = {connected, exited}
-        done, _ = await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
-        if connected not in done:
-            self.returncode = self.proc.returncode
-            raise self._launch_error(f"{self._gone()} before connecting")
-        reader, self.writer = connected.result()
-        return reader, exited
+        return reader, asyncio.ensure_future(self.proc.wait())
 
     def _write(self, data: bytes) -> None:
         if self.writer is None or self.writer.is_closing():
             raise ReplicaDied(f"{self.name} is not running")
         self.writer.write(data)
-
-    def _opened(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            self.server = None
-        self.socket_path.unlink(missing_ok=True)
 
     def _close(self) -> None:
         if self.writer is not None:

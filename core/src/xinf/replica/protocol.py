@@ -67,12 +67,28 @@ class Shutdown(Frame):
     pass
 
 
+class Adopt(Frame):
+    """A pooled worker (``xinf.warmpool``) becomes a replica: it takes this environment and writes to ``log``;
+    ``Launch`` follows."""
+
+    env: dict[str, str]
+    log: str
+
+
 # replica -> server
 
 
 class Hello(Frame):
     pid: int
     info: dict[str, Any]
+
+
+class Idle(Frame):
+    """A pooled worker is up with its engine's libraries imported; ``driver``: it loaded a GPU driver meanwhile
+    (so it can no longer be shown other devices)."""
+
+    pid: int
+    driver: bool = False
 
 
 class Out(Frame):
@@ -123,7 +139,9 @@ AnyFrame = (
     | Cancel
     | Ping
     | Shutdown
+    | Adopt
     | Hello
+    | Idle
     | Out
     | Done
     | Fail

@@ -58,7 +58,7 @@ async def metrics(request: Request) -> Response:
     if request.app.state.exporter is None:  # prometheus_client is imported on the first scrape
         from xinf.metrics import Exporter
 
-        request.app.state.exporter = Exporter(st.manager.models)
+        request.app.state.exporter = Exporter(st.manager.models, st.manager.pool)
     body, content_type = request.app.state.exporter.render()
     return Response(body, media_type=content_type)
 
@@ -160,6 +160,7 @@ def create_app(
         ]
         tasks.append(asyncio.ensure_future(asyncio.to_thread(storage.sweep, settings.home)))
         lifecycle.autostart(st).start_all()  # models marked for autostart come back with the server
+        manager.open_pools()
         try:
             yield
         finally:

@@ -17,7 +17,7 @@ from xinf import adapters
 from xinf.errors import InvalidRequest
 from xinf.model import RunningModel
 from xinf.schemas import ChatRequest, Sampling
-from xinf.server import limits
+from xinf.server import limits, vision
 from xinf.server.http import decode, encode_json, json_response, read_body
 from xinf.server.state import State, state
 from xinf.server.streams import (
@@ -174,6 +174,7 @@ async def chat_completions(request: Request) -> Response:
     model, adapter = adapters.lookup(st.manager, req.model, req.lora_name)
     limits.check_chat(req, model.spec.abilities, model.uid, st.settings)
     gen = chat_request(req, model, st)
+    gen.messages = await vision.resolve(gen.messages, st.settings)  # image_url parts -> image bytes
     gen.adapter = adapter
     cid = f"chatcmpl-{secrets.token_hex(12)}"
     tracked = st.requests.start(model.uid, req.request_id or cid, gen.max_tokens, req.n)

@@ -209,6 +209,14 @@ class EngineContract:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
+    def test_warm_imports_import_in_a_worker(self, host: PluginHost) -> None:
+        """Every module of the plugin's ``WARM_IMPORTS`` imports as a warm-pool worker imports it (xinf.warmpool)."""
+        from xinf.replica import warm
+
+        declared = getattr(host.pm.get_plugin(self.engine), "WARM_IMPORTS", None) or []
+        assert isinstance(declared, list) and all(isinstance(name, str) for name in declared)
+        assert warm.warm_imports(self.engine) == declared
+
     def test_matches_its_model(self, host: PluginHost, spec: ModelSpec) -> None:
         answer = host.hook(self.engine, "match_model")(spec=spec, hardware=inventory())
         assert isinstance(answer, EngineMatch)
