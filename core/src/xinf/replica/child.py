@@ -43,6 +43,10 @@ class Outlet(Protocol):
 
     def send(self, frame: p.Frame) -> None: ...
 
+    def send_all(self, frames: list[p.Frame]) -> None:
+        """Several frames at once, in order (one write where the transport allows)."""
+        ...
+
     def backlog(self) -> int:
         """Bytes sent but not yet taken by the server."""
         ...
@@ -59,6 +63,10 @@ class SocketOutlet:
     def send(self, frame: p.Frame) -> None:
         if not self.writer.is_closing():
             self.writer.write(p.encode(frame))
+
+    def send_all(self, frames: list[p.Frame]) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(b"".join([p.encode(frame) for frame in frames]))
 
     def backlog(self) -> int:
         return self.writer.transport.get_write_buffer_size()
@@ -114,8 +122,7 @@ class Replica:
             self.flushing.cancel()
             self.flushing = None
         ready, self.ready = self.ready, {}
-        for rid, chunks in ready.items():
-            self.outlet.send(p.Out(id=rid, chunks=chunks))
+        self.outlet.send_all([p.Out(id=rid, chunks=chunks) for rid, chunks in ready.items()])
 
     async def load(self, launch: p.Launch) -> None:
         host = self.host if self.host and launch.engine in self.host.engines else None
