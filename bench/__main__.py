@@ -1,6 +1,6 @@
 """``python -m bench [SECTION ...] [options]``: xinf against the engines it wraps, measured in the same run.
 
-Sections (default: all five, in this order):
+Sections (default: all of these, in this order):
 
   startup     ``xinf --help`` vs ``python -c pass``; ``xinf serve`` until /v1/models
               answers vs a bare starlette+uvicorn app (per environment: .venv, .venv-vllm)
