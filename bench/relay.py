@@ -1,10 +1,12 @@
 """The relay's own CPU cost per token: server process and replica process, with the test engine.
 
-    python -m bench relay [--streams 64] [--requests 512] [--tokens 128] [--rounds 3]
+    python -m bench relay [--streams 64] [--requests 512] [--tokens 256] [--rounds 3]
 
-One `xinf serve`; the test engine with no token delay (the engine costs nothing, so every CPU second the
-server and the replica spend is the relay's), ``--streams`` streamed chat requests in flight.  The figure is
-CPU time (user + system, from /proc) divided by the tokens relayed, for the server process and for the replica.
+One `xinf serve`; the test engine with no token delay (the engine costs next to nothing, so the CPU the server
+and the replica spend is the relay's), ``--streams`` streamed chat requests in flight.  The figure is CPU time
+(user + system, from /proc) divided by the tokens relayed, for the server process and for the replica.  A
+request also costs the server a fixed amount (HTTP parsing, routing, the request to the replica, headers): the
+same requests with one output token each show it, as server CPU per request.
 
 Two models side by side in the same server: ``batched`` (frames carry every token the engine has ready, the
 default) and ``one token per frame`` (``XINF_RELAY_BATCH=0`` in the replica: each token its own frame and its
@@ -109,7 +111,9 @@ def replica_pid(server: Any, uid: str) -> int:
 def measure(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
     from xinf.testing.server import ServerProcess
 
-    results: dict[str, dict[str, list[float]]] = {side: {"server": [], "replica": [], "rate": []} for side in SIDES}
+    results: dict[str, dict[str, list[float]]] = {
+        side: {"server": [], "replica": [], "rate": [], "request": []} for side in SIDES
+    }
     with tempfile.TemporaryDirectory(prefix="xinf-bench-relay-") as tmp:
         server = ServerProcess(Path(tmp), env={**os.environ, **quiet_env(1)}).start()
         assert server.proc is not None
@@ -120,7 +124,7 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
                     model_name="xinf-test-chat", model_uid=f"relay-{n}", token_delay=0, envs=envs
                 )
             pids = {side: replica_pid(server, uid) for side, uid in uids.items()}
-            for side, uid in uids.items():  # warm-up: connections, caches
+            for uid in uids.values():  # warm-up: connections, caches
                 run_loop(load(server.url, uid, args.streams, args.streams, args.tokens))
             for r in range(args.rounds):
                 order = list(SIDES) if r % 2 == 0 else list(reversed(SIDES))
@@ -134,6 +138,9 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
                     results[side]["server"].append(server_cpu / tokens * 1e6)
                     results[side]["replica"].append(replica_cpu / tokens * 1e6)
                     results[side]["rate"].append(tokens / wall)
+                    before = cpu_seconds(server.proc.pid)
+                    run_loop(load(server.url, uids[side], args.streams, args.requests, 1))
+                    results[side]["request"].append((cpu_seconds(server.proc.pid) - before) / args.requests * 1e6)
                     say(
                         f"relay round {r + 1} {side:<20} server {server_cpu / tokens * 1e6:5.2f} us/token, "
                         f"replica {replica_cpu / tokens * 1e6:5.2f} us/token, {tokens / wall:8.0f} tokens/s"
@@ -145,7 +152,10 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
 
 def report(results: dict[str, dict[str, list[float]]], args: argparse.Namespace) -> str:
     med = {side: {k: statistics.median(v) for k, v in figures.items()} for side, figures in results.items()}
-    rows = [(side, f"{m['server']:.2f}", f"{m['replica']:.2f}", f"{m['rate']:.0f}") for side, m in med.items()]
+    rows = [
+        (side, f"{m['server']:.2f}", f"{m['replica']:.2f}", f"{m['rate']:.0f}", f"{m['request']:.0f}")
+        for side, m in med.items()
+    ]
     new, old = med["batched"], med["one token per frame"]
     rows.append(
         (
@@ -153,24 +163,35 @@ def report(results: dict[str, dict[str, list[float]]], args: argparse.Namespace)
             f"{new['server'] / old['server']:.2f}",
             f"{new['replica'] / old['replica']:.2f}",
             f"{new['rate'] / old['rate']:.2f}",
+            f"{new['request'] / old['request']:.2f}",
         )
     )
-    headers = ("relay", "server CPU us/token", "replica CPU us/token", "tokens/s (client-bound)")
+    headers = (
+        "relay",
+        "server CPU us/token",
+        "replica CPU us/token",
+        "tokens/s (client-bound)",
+        "server CPU us/request (1-token answers)",
+    )
     return (
         f"Relay CPU per token: test engine, no token delay, {args.streams} streams, {args.tokens} tokens per "
         f"request, {args.requests} requests per round, medians of {args.rounds} rounds\n\n" + table(headers, rows)
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench relay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--streams", type=int, default=64)
     parser.add_argument("--requests", type=int, default=512, help="requests per round and side")
-    parser.add_argument("--tokens", type=int, default=128, help="output tokens per request")
+    parser.add_argument("--tokens", type=int, default=256, help="output tokens per request")
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     before = os.getloadavg()[0]
     results = measure(args)
     print(f"{os.cpu_count()} CPUs; 1-minute load average {before:.2f} before, {os.getloadavg()[0]:.2f} after\n")

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import gc
 import itertools
+import json
 import os
 import sys
 import time
@@ -60,10 +61,11 @@ def engine_args(path: Path, settings: Settings) -> dict[str, Any]:
 def start(path: Path, settings: Settings) -> tuple[Any, Any]:
     """A started ``AsyncLLM`` and the model's tokenizer; call on the running event loop."""
     from transformers import AutoTokenizer
-    from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_args(path, settings)))
+    from xinf_vllm.engine import async_engine_args
+
+    engine = AsyncLLM.from_engine_args(async_engine_args(engine_args(path, settings)))
     return engine, AutoTokenizer.from_pretrained(path)
 
 
@@ -130,6 +132,8 @@ def own_server(path: Path, settings: Settings, port: int) -> None:
         flag = "--" + key.replace("_", "-")
         if value is True:
             argv.append(flag)
+        elif isinstance(value, dict):
+            argv += [flag, json.dumps(value)]  # nested configs: vLLM's CLI reads them as JSON
         elif value not in (False, None):
             argv += [flag, str(value)]
     print(" ".join(argv), flush=True)

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tinymodels import cache_dir
+from tinymodels_cache import cache_dir
 
 VERSION = 1
 IMAGE_SIZE = 56

@@ -185,6 +185,10 @@ class Outlet:
     def send(self, frame: p.Frame) -> None:
         self.frames.append(p._decoder.decode(p.encode(frame)[4:]))  # as the server decodes it
 
+    def send_all(self, frames: list[p.Frame]) -> None:
+        for frame in frames:
+            self.send(frame)
+
     def backlog(self) -> int:
         return 0
 

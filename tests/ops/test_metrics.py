@@ -53,6 +53,7 @@ def test_requests_tokens_errors_and_latency(server: ServerProcess) -> None:
     samples = scrape(server)
     assert total(samples, "xinf_requests_total", model="m") == 5
     assert total(samples, "xinf_prompt_tokens_total", model="m") == prompt_tokens
+    assert total(samples, "xinf_prompt_cached_tokens_total", model="m") == 0  # the test engine has no prefix cache
     assert total(samples, "xinf_completion_tokens_total", model="m") == completion_tokens == 4 + 5 + 6 + 5
     assert total(samples, "xinf_request_errors_total", model="m", type="invalid_request_error") == 1
     assert total(samples, "xinf_time_to_first_token_seconds_count", model="m") == 4

@@ -54,14 +54,11 @@ def _output(pid: int) -> str:
 
 
 def idle(server: ServerProcess, engine: str = "test") -> float:
-    text = httpx.get(f"{server.url}/metrics").text
-    line = f'xinf_warm_pool_workers{{engine="{engine}",state="idle"}} '
-    return next((float(s.split()[-1]) for s in text.splitlines() if s.startswith(line)), 0.0)
+    return server.metric("xinf_warm_pool_workers", engine=engine, state="idle")
 
 
 def starts(server: ServerProcess, how: str) -> float:
-    text = httpx.get(f"{server.url}/metrics").text
-    return next(float(s.split()[-1]) for s in text.splitlines() if s.startswith(f'xinf_replica_starts_total{{start="{how}"}}'))
+    return server.metric("xinf_replica_starts_total", start=how)
 
 
 def one_idle_worker(server: ServerProcess) -> int:
@@ -176,3 +173,30 @@ def test_the_pool_is_off_with_its_variable(tmp_path: Path) -> None:
         assert reply(server, "m") == "colorsys False"
         assert pool_workers(server) == set()
         assert "xinf_warm_pool_workers" not in httpx.get(f"{server.url}/metrics").text
+
+
+# ---------------------------------------------------------------- the rules, without processes
+
+
+def test_a_worker_fits_a_launch_whose_environment_differs_only_in_devices() -> None:
+    from xinf.warmpool import Worker, profile
+
+    base = {"PATH": "/usr/bin", "PYTHONUNBUFFERED": "1"}
+    worker = Worker(("python", "test"), profile(base, [0, 1]))
+    assert worker.fits({**base, "CUDA_VISIBLE_DEVICES": "3"}, [4, 5])  # other cores, as many: same thread counts
+    assert not worker.fits(base, [0])  # one core: OMP_NUM_THREADS=1, read by OpenMP when it loaded
+    assert not worker.fits({**base, "HF_HUB_OFFLINE": "1"}, [0, 1])  # a variable a library may read at import
+    assert worker.fits({**base, "OMP_NUM_THREADS": "2"}, [0, 1])
+    worker.driver = True  # its imports loaded a GPU driver while no device was visible
+    assert not worker.fits({**base, "CUDA_VISIBLE_DEVICES": "3"}, [0, 1])
+    assert worker.fits({**base, "CUDA_VISIBLE_DEVICES": ""}, [0, 1])
+
+
+def test_the_total_goes_to_the_engines_launched_last(tmp_path: Path) -> None:
+    from xinf.settings import Settings
+    from xinf.warmpool import WarmPool
+
+    pool = WarmPool(Settings(home=tmp_path, warm_pool=2, warm_pool_total=3), tmp_path, dict)
+    for engine in ("a", "b", "c"):
+        pool.profiles[("python", engine)] = {}
+    assert pool.allotment() == {("python", "c"): 2, ("python", "b"): 1, ("python", "a"): 0}

@@ -46,6 +46,7 @@ class TestVllmEngine(EngineContract):
             builtin=True,
             reasoning_start_tag="<think>",
             reasoning_end_tag="</think>",
+            tool_parser="qwen",  # as the catalogue's qwen3 family says
             source=ModelSource(path=str(tiny_model())),
         )
 

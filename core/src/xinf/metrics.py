@@ -32,6 +32,9 @@ class Collector:
             "xinf_request_errors", "Requests that ended with an error, by error type", labels=[*labels, "type"]
         )
         prompt = CounterMetricFamily("xinf_prompt_tokens", "Prompt tokens processed", labels=labels)
+        cached = CounterMetricFamily(
+            "xinf_prompt_cached_tokens", "Prompt tokens the engine took from its prefix cache", labels=labels
+        )
         completion = CounterMetricFamily("xinf_completion_tokens", "Completion tokens generated", labels=labels)
         running = GaugeMetricFamily("xinf_requests_running", "Requests producing output now", labels=labels)
         waiting = GaugeMetricFamily("xinf_requests_waiting", "Requests sent to a replica, no output yet", labels=labels)
@@ -63,6 +66,7 @@ class Collector:
                 for kind, count in sorted(stats.errors.items()):
                     errors.add_metric([*values, kind], count)
                 prompt.add_metric(values, stats.prompt_tokens)
+                cached.add_metric(values, stats.cached_tokens)
                 completion.add_metric(values, stats.completion_tokens)
                 running.add_metric(values, stats.running)
                 waiting.add_metric(values, stats.waiting)
@@ -78,7 +82,7 @@ class Collector:
                 restarts.add_metric(values, model.restart_count.get(replica.index, 0))
                 stalls.add_metric(values, model.stalls.get(replica.index, 0))
         yield from (
-            requests, errors, prompt, completion, running, waiting, latency, ttft, status, up, restarts, stalls, served
+            requests, errors, prompt, cached, completion, running, waiting, latency, ttft, status, up, restarts, stalls, served
         )  # fmt: skip
 
 

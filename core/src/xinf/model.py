@@ -289,3 +289,4 @@ def _count_tokens(stats: ReplicaStats, batch: list[Chunk]) -> None:
             stats.completion_tokens += usage.completion_tokens
             if chunk.index == 0:  # the n choices share one prompt
                 stats.prompt_tokens += usage.prompt_tokens
+                stats.cached_tokens += usage.cached_tokens or 0

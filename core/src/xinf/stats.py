@@ -39,6 +39,7 @@ class ReplicaStats:
     """What one replica of a model served; survives the replica's restarts."""
 
     __slots__ = (
+        "cached_tokens",
         "completion_tokens",
         "errors",
         "latency",
@@ -54,6 +55,7 @@ class ReplicaStats:
         self.requests = 0
         self.errors: dict[str, int] = {}
         self.prompt_tokens = 0
+        self.cached_tokens = 0  # prompt tokens the engine took from its prefix cache (where it says)
         self.completion_tokens = 0
         self.running = 0  # producing output
         self.waiting = 0  # sent to the replica, no output yet

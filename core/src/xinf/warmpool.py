@@ -202,8 +202,8 @@ class WarmPool:
 
     async def _start(self, worker: Worker) -> None:
         python, engine = worker.key
-        delay = min(30.0, 0.5 * 2 ** self.deaths.get(worker.key, 0)) if self.deaths.get(worker.key) else 0.0
-        await asyncio.sleep(delay)
+        deaths = self.deaths.get(worker.key, 0)
+        await asyncio.sleep(min(30.0, 0.5 * 2**deaths) if deaths else 0.0)  # a back-off after deaths in a row
         await self.quiet.wait()
         if worker not in self.workers:
             return  # dropped meanwhile

@@ -43,6 +43,10 @@ class Outlet(Protocol):
 
     def send(self, frame: p.Frame) -> None: ...
 
+    def send_all(self, frames: list[p.Frame]) -> None:
+        """Several frames at once, in order (one write where the transport allows)."""
+        ...
+
     def backlog(self) -> int:
         """Bytes sent but not yet taken by the server."""
         ...
@@ -60,6 +64,10 @@ class SocketOutlet:
         if not self.writer.is_closing():
             self.writer.write(p.encode(frame))
 
+    def send_all(self, frames: list[p.Frame]) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(b"".join([p.encode(frame) for frame in frames]))
+
     def backlog(self) -> int:
         return self.writer.transport.get_write_buffer_size()
 
@@ -70,7 +78,7 @@ class SocketOutlet:
 class Replica:
     """One loaded model serving requests; frames in through its methods, frames out through ``outlet``."""
 
-    def __init__(self, outlet: Outlet):
+    def __init__(self, outlet: Outlet, host: PluginHost | None = None):
         self.outlet = outlet
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.model: Any = None
@@ -79,7 +87,7 @@ class Replica:
         self.generate_fn: Callable[..., Any] | None = None
         self.embed_fn: Callable[..., Any] | None = None
         self.unload_fn: Callable[..., Any] | None = None
-        self.host: PluginHost | None = None
+        self.host = host  # discovered already (a warm worker's), else at load
         self.engine = ""
         self.info: dict[str, Any] = {}
         # Chunks not yet sent, by request: what the engines produce in one turn of the event loop leaves in one
@@ -114,11 +122,11 @@ class Replica:
             self.flushing.cancel()
             self.flushing = None
         ready, self.ready = self.ready, {}
-        for rid, chunks in ready.items():
-            self.outlet.send(p.Out(id=rid, chunks=chunks))
+        self.outlet.send_all([p.Out(id=rid, chunks=chunks) for rid, chunks in ready.items()])
 
     async def load(self, launch: p.Launch) -> None:
-        host = PluginHost.discover(only=[launch.engine])
+        host = self.host if self.host and launch.engine in self.host.engines else None
+        host = host or PluginHost.discover(only=[launch.engine])
         info = host.engines.get(launch.engine)
         if info is None:
             raise LaunchError(f"engine {launch.engine!r} is not installed in {sys.executable}")
@@ -289,27 +297,29 @@ def _replace(request: GenerateRequest, **changes: Any) -> GenerateRequest:
 
 async def serve(path: str, pool_engine: str | None = None) -> int:
     """Serve the server's socket at ``path``; with ``pool_engine``, first wait in the warm pool (``xinf.warmpool``)."""
+    host = None
     if pool_engine is not None:
         from xinf.replica import warm
 
-        connection = await warm.wait(pool_engine, path)
+        host = PluginHost.discover(only=[pool_engine])
+        connection = await warm.wait(pool_engine, path, host)
         if connection is None:
             return 0  # the server stopped its pool
         reader, writer = connection
     else:
         reader, writer = await asyncio.open_unix_connection(path)
     try:
-        return await serve_stream(reader, SocketOutlet(writer), warm=pool_engine is not None)
+        return await serve_stream(reader, SocketOutlet(writer), host=host)
     finally:
         writer.close()
 
 
-async def serve_stream(reader: asyncio.StreamReader, outlet: Outlet, warm: bool = False) -> int:
+async def serve_stream(reader: asyncio.StreamReader, outlet: Outlet, host: PluginHost | None = None) -> int:
     """Load the model ``Launch`` names and serve frames until ``Shutdown`` or the end of ``reader``.
 
-    ``warm``: this process was started ahead of the launch (a pooled worker); its ``Hello`` says so.
+    ``host``: the plugins this process discovered ahead of the launch (a warm-pool worker; its ``Hello`` says so).
     """
-    replica = Replica(outlet)
+    replica = Replica(outlet, host)
     launch = await p.read_frame(reader)
     if not isinstance(launch, p.Launch):
         print(f"expected a Launch frame, got {type(launch).__name__}", file=sys.stderr)
@@ -324,7 +334,7 @@ async def serve_stream(reader: asyncio.StreamReader, outlet: Outlet, warm: bool 
         replica.send(p.Fail(id=0, status=getattr(exc, "status", 400), error=error))
         await outlet.drain()
         return 1
-    replica.send(p.Hello(pid=os.getpid(), info={**replica.info, "warm": warm}))
+    replica.send(p.Hello(pid=os.getpid(), info={**replica.info, "warm": host is not None}))
     print(f"replica ready: {launch.spec.name} on engine {launch.engine} (pid {os.getpid()})", flush=True)
     while True:
         try:

@@ -22,13 +22,13 @@ log = logging.getLogger("xinf.replica")
 DRIVERS = ("libcuda.so", "libamdhip64.so", "libhsa-runtime64.so")
 
 
-def warm_imports(engine: str) -> list[str]:
+def warm_imports(engine: str, host: PluginHost | None = None) -> list[str]:
     """Import ``engine``'s plugin and the modules its ``WARM_IMPORTS`` lists; returns those modules.
 
     A module that fails to import is logged and skipped: the launch that takes
     this worker imports it again and reports the error as a cold start would.
     """
-    host = PluginHost.discover(only=[engine])
+    host = host or PluginHost.discover(only=[engine])
     plugin = host.pm.get_plugin(engine)
     names = [str(n) for n in getattr(plugin, "WARM_IMPORTS", None) or []]
     done = []
@@ -65,10 +65,11 @@ def adopt(frame: p.Adopt) -> None:
     logging.getLogger().setLevel(frame.env.get("XINF_LOG_LEVEL", "INFO"))
 
 
-async def wait(engine: str, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
-    """Connect, import, say ``Idle`` and wait to be taken; the connection once adopted (None: the server went)."""
+async def wait(engine: str, path: str, host: PluginHost) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """Connect, import (``host`` discovers the plugin), say ``Idle`` and wait to be taken; the connection once
+    adopted (None: the server went)."""
     reader, writer = await asyncio.open_unix_connection(path)
-    imported = warm_imports(engine)
+    imported = warm_imports(engine, host)
     log.info("warm worker for %s idle (pid %d), imported: %s", engine, os.getpid(), ", ".join(imported) or "-")
     writer.write(p.encode(p.Idle(pid=os.getpid(), driver=driver_loaded())))
     try:

@@ -231,6 +231,12 @@ async def _generate(model: TestModel, request: GenerateRequest) -> AsyncIterator
             break
         if opts.token_delay:
             await asyncio.sleep(opts.token_delay)
+        if (opts.crash_after is not None and n >= opts.crash_after) or (
+            opts.hang_after is not None and n >= opts.hang_after
+        ):
+            # One turn of the event loop first: the replica sends what is ready once per turn, and a real engine
+            # that crashes or hangs has had its earlier tokens sent by then.
+            await asyncio.sleep(0)
         if opts.crash_after is not None and n >= opts.crash_after:
             os._exit(17)
         if opts.hang_after is not None and n >= opts.hang_after:

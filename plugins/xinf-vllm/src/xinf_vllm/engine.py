@@ -22,10 +22,9 @@ from typing import Any
 
 from xinf import cores
 from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, LaunchError
-from xinf.toolcalls import known
-from xinf.toolcalls.choice import forced_schema, is_forced
-from xinf.types import Chunk, GenerateRequest, ModelSpec, Placement, TokenLogprob, Usage
-from xinf_vllm import lora, memory
+from xinf.types import Chunk, GenerateRequest, ModelSpec, Placement, Usage
+from xinf.vision import as_data_urls
+from xinf_vllm import lora, memory, outputs, sampling
 from xinf_vllm import settings as s
 from xinf_vllm.matching import installed_build
 
@@ -34,8 +33,6 @@ log = logging.getLogger(__name__)
 # Seconds vLLM's engine process gets to exit before it is killed: well inside the 5 s the server gives a
 # replica to stop, so that the replica never leaves the engine's processes behind.
 SHUTDOWN_GRACE = 2.0
-# Sampling fields of GenerateRequest that map one to one onto vLLM's SamplingParams.
-_SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty")
 
 
 class VllmModel:
@@ -46,7 +43,7 @@ class VllmModel:
     format; a forced call is constrained with vLLM's structured outputs.
     """
 
-    #: forced tool calls are constrained to ``xinf.toolcalls.choice.forced_schema`` (see ``sampling_params``)
+    #: forced tool calls are constrained to ``xinf.toolcalls.choice.forced_schema`` (see ``sampling.params``)
     constrains_tool_calls = True
 
     def __init__(self, engine: Any, spec: ModelSpec, rpc_dir: str):
@@ -119,6 +116,11 @@ def engine_args(
         args["max_model_len"] = max_len
     seqs = s.max_num_seqs(settings, on_gpu)
     args["max_num_seqs"] = seqs
+    # JSON without free whitespace: a model (a small one above all) that starts writing spaces or newlines
+    # between JSON tokens can go on until max_tokens, and a forced tool call or a json_schema answer is then
+    # cut short.  vLLM reads this per engine, not per request; llguidance compiles the widest range of
+    # schemas (and is what the transformers engine uses).  A structured_outputs_config option replaces it.
+    args.setdefault("structured_outputs_config", {"backend": "guidance", "disable_any_whitespace": True})
     args.update(lora.engine_args(spec.adapters, options, cpu_build=not gpu_build))
     if not on_gpu and max_len is not None and config is not None and "kv_cache_memory_bytes" not in options:
         # Without a size vLLM's CPU backend takes most of the host's memory for KV cache.
@@ -144,7 +146,7 @@ async def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -
     # No local variable of ours holds the engine itself: a module imported lazily while we wait can keep
     # our frames alive, and the engine must go when unload drops it (see unload).
     try:
-        model = VllmModel(AsyncLLM.from_engine_args(AsyncEngineArgs(**args)), spec, rpc_dir)
+        model = VllmModel(AsyncLLM.from_engine_args(async_engine_args(args)), spec, rpc_dir)
         model.threads = threads
     except Exception as exc:
         shutil.rmtree(rpc_dir, ignore_errors=True)
@@ -155,6 +157,17 @@ async def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -
         unload(model)
         raise
     return model
+
+
+def async_engine_args(args: dict[str, Any]) -> Any:
+    """vLLM's ``AsyncEngineArgs`` for ``engine_args``' dict (whose nested configs are dicts, as JSON gives them)."""
+    from vllm.config import StructuredOutputsConfig
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    structured = args.get("structured_outputs_config")
+    if isinstance(structured, dict):
+        args = {**args, "structured_outputs_config": StructuredOutputsConfig(**structured)}
+    return AsyncEngineArgs(**args)
 
 
 async def warm_up(model: VllmModel) -> None:
@@ -195,7 +208,11 @@ async def render(model: VllmModel, request: GenerateRequest) -> dict[str, Any]:
 
     renderer = model.engine.renderer
     if request.messages is None:
-        (prompt,) = await renderer.render_cmpl_async([{"prompt": request.prompt or ""}])
+        if request.prompt_ids is not None:
+            renderer.validate_token_ids(request.prompt_ids, parameter="prompt")
+            (prompt,) = await renderer.render_cmpl_async([{"prompt_token_ids": list(request.prompt_ids)}])
+        else:
+            (prompt,) = await renderer.render_cmpl_async([{"prompt": request.prompt or ""}])
         return prompt  # type: ignore[no-any-return]
     kwargs: dict[str, Any] = {**request.chat_template_kwargs, "add_generation_prompt": True}
     if request.tools:
@@ -203,75 +220,11 @@ async def render(model: VllmModel, request: GenerateRequest) -> dict[str, Any]:
     params = ChatParams(chat_template=model.spec.chat_template, chat_template_kwargs=kwargs)
     # The chat template writes the special tokens itself (vLLM's own chat API does the same).
     tok_params = renderer.default_chat_tok_params.with_kwargs(add_special_tokens=False)
-    _, (prompt,) = await renderer.render_chat_async([request.messages], params, tok_params)
+    # Images go to vLLM as data: URLs: its renderer decodes them into the prompt's multi_modal_data and
+    # its model's processor expands each placeholder into the image's tokens.
+    messages = as_data_urls(request.messages)
+    _, (prompt,) = await renderer.render_chat_async([messages], params, tok_params)
     return prompt  # type: ignore[no-any-return]
-
-
-def sampling_params(model: VllmModel, request: GenerateRequest, prompt_tokens: int) -> Any:
-    from vllm.exceptions import VLLMClientError
-    from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
-
-    room = model.max_model_len - prompt_tokens
-    if room < 1:
-        raise ContextLengthExceeded(
-            f"the prompt has {prompt_tokens} tokens, which leaves no room to answer within "
-            f"this model's context length of {model.max_model_len} (max_model_len)"
-        )
-    fields: dict[str, Any] = dict(model.defaults)
-    for name in _SAMPLING:
-        value = getattr(request, name)
-        if value is not None:
-            fields[name] = value
-    if fields.get("top_k") == -1:
-        fields["top_k"] = 0  # OpenAI clients write -1 for "no limit"; vLLM writes 0
-    structured = None
-    fmt = request.response_format or {}
-    if fmt.get("type") == "json_object":
-        structured = StructuredOutputsParams(json_object=True)
-    elif fmt.get("type") == "json_schema":
-        schema = (fmt.get("json_schema") or {}).get("schema")
-        if not isinstance(schema, dict):
-            raise InvalidRequest("response_format json_schema needs json_schema.schema", param="response_format")
-        structured = StructuredOutputsParams(json=schema)
-    elif fmt.get("type") not in (None, "text"):
-        raise InvalidRequest(f"unsupported response_format type {fmt.get('type')!r}", param="response_format")
-    if request.tools and known(model.spec.tool_parser) and is_forced(request.tool_choice):
-        if structured is not None:
-            raise InvalidRequest(
-                "response_format cannot be combined with a forced tool call (tool_choice)", param="response_format"
-            )
-        structured = StructuredOutputsParams(json=forced_schema(request.tools, request.tool_choice))
-    try:
-        return SamplingParams(
-            **fields,
-            # A client's max_tokens past the context end is cut there, finishing with "length".
-            max_tokens=min(request.max_tokens or room, room),
-            seed=request.seed,
-            stop=list(request.stop) or None,
-            ignore_eos=request.ignore_eos,
-            logprobs=request.logprobs,
-            structured_outputs=structured,
-            output_kind=RequestOutputKind.DELTA,
-        )
-    except (ValueError, VLLMClientError) as exc:  # vLLM's range checks (temperature, top_p ...)
-        raise InvalidRequest(str(exc)) from None
-
-
-def token_logprobs(output: Any, wanted: int) -> list[TokenLogprob]:
-    items = []
-    for token_id, position in zip(output.token_ids, output.logprobs or []):
-        chosen = position.get(token_id)
-        if chosen is None:
-            continue
-        ranked = sorted(position.values(), key=lambda lp: lp.rank if lp.rank is not None else 1 << 30)
-        items.append(
-            TokenLogprob(
-                token=chosen.decoded_token or "",
-                logprob=float(chosen.logprob),
-                top_logprobs=[(lp.decoded_token or "", float(lp.logprob)) for lp in ranked[:wanted]],
-            )
-        )
-    return items
 
 
 async def generate(model: VllmModel, request: GenerateRequest) -> AsyncIterator[Chunk]:
@@ -280,39 +233,44 @@ async def generate(model: VllmModel, request: GenerateRequest) -> AsyncIterator[
 
     if model.engine is None:
         raise EngineError("the vLLM engine has been shut down")
-    request.check_text_prompt("vllm")
+    sampling.check_tools(model, request)
     try:
         prompt = await render(model, request)
     except VLLMClientError as exc:
         raise _client_error(exc) from None
     except (ValueError, TypeError) as exc:  # a chat template that rejects the messages
-        raise InvalidRequest(f"cannot render the prompt: {exc}", param="messages") from None
+        where = "messages" if request.messages is not None else "prompt"
+        raise InvalidRequest(f"cannot render the prompt: {exc}", param=where) from None
     prompt_tokens = len(prompt["prompt_token_ids"])
-    params = sampling_params(model, request, prompt_tokens)
+    params = sampling.params(model, request, prompt_tokens)
     adapter = model.loras.get(request.adapter) if request.adapter else None  # vLLM batches adapters side by side
     stream = model.engine.generate(prompt, params, f"xinf-{uuid.uuid4().hex}", lora_request=adapter)
     completion_tokens = 0
+    echo = request.prompt_logprobs
     try:
         async for out in stream:
             piece = out.outputs[0]
             completion_tokens += len(piece.token_ids)
-            logprobs = token_logprobs(piece, request.logprobs) if request.logprobs is not None else None
+            logprobs = outputs.token_logprobs(piece, request.logprobs) if request.logprobs is not None else None
+            chunk = Chunk(text=piece.text, token_ids=list(piece.token_ids), logprobs=logprobs)
+            if echo is not None:  # the first delta brings the prompt's logprobs
+                chunk.prompt_logprobs = outputs.prompt_logprobs(out, echo, model.engine.renderer.tokenizer)
+                echo = None
             finish = piece.finish_reason
             if finish is None:
-                if piece.text or logprobs:
-                    yield Chunk(text=piece.text, token_ids=list(piece.token_ids), logprobs=logprobs)
+                if piece.text or logprobs or chunk.prompt_logprobs:
+                    yield chunk
                 continue
             if finish not in ("stop", "length"):
                 raise EngineError(f"vLLM ended the request with finish reason {finish!r}")
-            yield Chunk(
-                text=piece.text,
-                token_ids=list(piece.token_ids),
-                logprobs=logprobs,
-                finish_reason=finish,
-                usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),
+            chunk.finish_reason = finish
+            # Prompt tokens vLLM took from its prefix cache (whole KV blocks a previous request computed).
+            chunk.usage = Usage(
+                prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cached_tokens=out.num_cached_tokens
             )
-    except VLLMClientError as exc:
-        raise _client_error(exc) from None
+            yield chunk
+    except VLLMClientError as exc:  # vLLM's checks of the request: a grammar it cannot compile, a bad token id
+        raise _client_error(exc, sampling.constrained_param(model, request)) from None
     except EngineDeadError as exc:
         if not in_replica_process():
             raise EngineError(f"the vLLM engine died: {exc}") from None
@@ -334,8 +292,10 @@ def in_replica_process() -> bool:
     return getattr(spec, "name", None) == "xinf.replica.__main__"
 
 
-def _client_error(exc: Exception) -> InvalidRequest:
+def _client_error(exc: Exception, param: str | None = None) -> InvalidRequest:
+    """vLLM's refusal as a 400 naming the request field (vLLM's own name for it, else ``param``)."""
     text = str(exc)
     if "maximum context length" in text:
         return ContextLengthExceeded(text)
-    return InvalidRequest(text)
+    named = getattr(exc, "parameter", None)  # VLLMValidationError names what it rejected
+    return InvalidRequest(text, param=named if isinstance(named, str) else param)
