@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,25 +15,9 @@ pytest.importorskip("PIL")
 
 import tinymodels
 import tinymodels_mmproj
-from PIL import Image
 
+from xinf.testing.images import QUESTION, ask, picture
 from xinf.testing.server import ServerProcess
-
-QUESTION = "What is in the picture?"
-
-
-def picture(color: tuple[int, int, int], kind: str = "PNG") -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (80, 60), color).save(out, kind)
-    return out.getvalue()
-
-
-def ask(*images: bytes) -> list[dict[str, Any]]:
-    parts: list[dict[str, Any]] = [
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(i).decode()}}
-        for i in images
-    ]
-    return [{"role": "user", "content": [*parts, {"type": "text", "text": QUESTION}]}]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +54,7 @@ def test_a_launch_with_a_projector_has_the_vision_ability(server: ServerProcess)
 def test_each_image_adds_its_tokens_to_the_prompt(client: openai.OpenAI) -> None:
     plain = chat(client, [{"role": "user", "content": [{"type": "text", "text": QUESTION}]}])
     one = chat(client, ask(picture((200, 30, 30))))
-    two = chat(client, ask(picture((200, 30, 30)), picture((20, 30, 200), "JPEG")))
+    two = chat(client, ask(picture((200, 30, 30)), picture((20, 30, 200), kind="JPEG")))
     per_image = tinymodels_mmproj.TOKENS_PER_IMAGE
     assert one.usage.prompt_tokens == plain.usage.prompt_tokens + per_image
     assert two.usage.prompt_tokens == plain.usage.prompt_tokens + 2 * per_image

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import io
 import json
@@ -20,24 +19,8 @@ pytest.importorskip("PIL")
 import tinymodels_vision
 from PIL import Image
 
+from xinf.testing.images import QUESTION, ask, picture
 from xinf.testing.server import ServerProcess
-
-QUESTION = "What is in the picture?"
-
-
-def picture(color: tuple[int, int, int], size: tuple[int, int] = (80, 60), kind: str = "PNG") -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, color).save(out, kind)
-    return out.getvalue()
-
-
-def data_url(data: bytes, media_type: str = "image/png") -> str:
-    return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
-
-
-def ask(*images: bytes) -> list[dict[str, Any]]:
-    parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": data_url(i)}} for i in images]
-    return [{"role": "user", "content": [*parts, {"type": "text", "text": QUESTION}]}]
 
 
 @pytest.fixture(scope="module")

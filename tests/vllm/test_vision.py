@@ -6,36 +6,18 @@ prompt's multimodal data and its processor expands each placeholder into the ima
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from vllm_testing import ENV, HAS_VLLM, OPTIONS, SKIP_REASON
 
+from xinf.testing.images import QUESTION, ask, picture
 from xinf.testing.server import ServerProcess
 
 pytestmark = pytest.mark.skipif(not HAS_VLLM, reason=SKIP_REASON)
 
 UID = "tiny-idefics3"
-QUESTION = "What is in the picture?"
-
-
-def picture(color: tuple[int, int, int]) -> bytes:
-    from PIL import Image
-
-    out = io.BytesIO()
-    Image.new("RGB", (80, 60), color).save(out, "PNG")
-    return out.getvalue()
-
-
-def ask(*images: bytes) -> list[dict[str, Any]]:
-    parts: list[dict[str, Any]] = [
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(i).decode()}}
-        for i in images
-    ]
-    return [{"role": "user", "content": [*parts, {"type": "text", "text": QUESTION}]}]
 
 
 @pytest.fixture(scope="module")
