@@ -1,11 +1,13 @@
 """``python -m bench [SECTION ...] [options]``: xinf against the engines it wraps, measured in the same run.
 
-Sections (default: all four, in this order):
+Sections (default: all of these, in this order):
 
   startup     ``xinf --help`` vs ``python -c pass``; ``xinf serve`` until /v1/models
               answers vs a bare starlette+uvicorn app (per environment: .venv, .venv-vllm)
-  launch      model launch until the first token: ``xinf launch`` vs the engine loaded
-              in a fresh interpreter
+  launch      model launch until the first token: ``xinf launch`` (a new replica process,
+              and one taken from the warm pool) vs the engine loaded in a fresh interpreter
+  relay       the server's and the replica's CPU per relayed token, with the test engine
+              (``python -m bench relay --help`` for its own options)
   throughput  output tokens/s and time to first token through xinf vs the engine called
               in-process, at each concurrency
   load        aiperf (a standard load tool, .venv-aiperf) against xinf and against the
@@ -39,7 +41,7 @@ from bench import common
 from bench.common import REPO, Settings, median, say, table
 from bench.engines import ENGINES, Interpreters, module, run_child
 
-SECTIONS = ("startup", "launch", "throughput", "load")
+SECTIONS = ("startup", "launch", "relay", "throughput", "load")
 
 
 def settings_parser(parser: argparse.ArgumentParser) -> None:
@@ -120,12 +122,23 @@ def report_startup(results: list[dict[str, Any]]) -> str:
 def report_launch(results: list[dict[str, Any]]) -> str:
     rows = []
     for r in results:
-        d, x = median(r["direct"]), median(r["xinf"])
+        d, x, w = median(r["direct"]), median(r["xinf"]), median(r["warm"])
         rows.append(
-            (r["label"], r["model"], f"{d:.2f}", f"{median(r['xinf_launch']):.2f}", f"{x:.2f}", f"{x - d:+.2f}")
-        )
-    headers = ("engine", "model", "engine alone s", "xinf launch returns s", "xinf first token s", "added s")
-    return "Launch until the first token (medians; both include an interpreter start)\n\n" + table(headers, rows)
+            (r["label"], r["model"], f"{d:.2f}", f"{x:.2f}", f"{median(r['warm_launch']):.2f}", f"{w:.2f}",
+             ratio(w, d), ratio(w, x))
+        )  # fmt: skip
+    headers = (
+        "engine",
+        "model",
+        "engine alone s",
+        "xinf cold first token s",
+        "xinf warm launch returns s",
+        "xinf warm first token s",
+        "warm / engine alone",
+        "warm / cold",
+    )
+    title = "Launch until the first token (medians; engine alone and xinf cold include an interpreter start)"
+    return f"{title}\n\n" + table(headers, rows)
 
 
 def report_throughput(results: list[dict[str, Any]]) -> str:
@@ -184,7 +197,9 @@ def report_load(results: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if argv and argv[0] in ("overhead", "mlx", "cpu", "routing", "types"):
+    # relay is also a section: followed by other sections it runs among them with its defaults
+    alone = argv and argv[0] == "relay" and not set(argv[1:]) & set(SECTIONS)
+    if argv and (argv[0] in ("overhead", "mlx", "cpu", "routing", "types") or alone):
         return int(__import__(f"bench.{argv[0]}", fromlist=["main"]).main(argv[1:]))
     if argv and argv[0].startswith("_"):
         return internal(argv)
@@ -214,6 +229,10 @@ def main(argv: list[str]) -> int:
         f"{args.rounds} rounds\n"
     )
     reports = {"startup": report_startup, "launch": report_launch, "throughput": report_throughput}
+    if results.get("relay"):
+        from bench import relay
+
+        reports["relay"] = lambda measured: relay.report(measured[0], relay.parser().parse_args([]))
     for section in sections:
         if results[section]:
             print(reports.get(section, report_load)(results[section]) + "\n")
@@ -232,6 +251,10 @@ def run_sections(
 
         for python in dict.fromkeys(interpreters.python(e) for e in [*engines, "llamacpp"]):
             results["startup"].append(startup.measure(python, args.startup_rounds))
+    if "relay" in sections:
+        from bench import relay
+
+        results["relay"].append(relay.measure(relay.parser().parse_args([])))
     children = {
         "launch": ["--rounds", str(args.launch_rounds)],
         "throughput": ["--rounds", str(args.rounds), "--requests", str(args.requests), "--concurrency"]

@@ -15,18 +15,13 @@ Needs torch, transformers and diffusers (the diffusers engine's environment).
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
+
+from tinymodels_cache import cached
 
 VERSION = 1
 HERE = Path(__file__).resolve().parent
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("XINF_MODELS_CACHE") or HERE.parent / ".cache" / "models")
 
 
 def write(out: Path, seed: int = 0) -> None:
@@ -102,23 +97,7 @@ def write(out: Path, seed: int = 0) -> None:
 
 def ensure(seed: int = 0) -> Path:
     """The cached tiny pipeline (built now if missing)."""
-    root = cache_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"sd-tiny-v{VERSION}-s{seed}"
-    if final.exists():
-        return final
-    tmp = Path(tempfile.mkdtemp(prefix=".sd-tiny-", dir=root))
-    try:
-        write(tmp, seed)
-        tmp.chmod(0o755)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not final.is_dir():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return cached(f"sd-tiny-v{VERSION}-s{seed}", lambda out: write(out, seed))
 
 
 if __name__ == "__main__":

@@ -7,27 +7,36 @@ builds a BERT one (2 layers, hidden 32) with a WordPiece tokenizer trained on
 document longer than the model takes).  Its scores are meaningless; tests
 compare them with sentence-transformers' ``CrossEncoder`` on the same files.
 
-    import tinymodels_rerank
-    path = tinymodels_rerank.ensure()     # cached under <repo>/.cache/models/
+``ensure_qwen3`` builds an LLM-style reranker of Qwen3-Reranker's kind: a tiny
+``Qwen3ForCausalLM`` (``tinymodels``' generator and tokenizer) whose vocabulary
+holds ``yes`` and ``no`` as plain tokens, as Qwen's does: a pair's score is
+P("yes") at the last position.  No merge produces them, so the tokenizer splits
+text exactly as ``tinymodels``' does; its context is 256 tokens, so tests can
+make a document longer than the model takes.
 
-Needs torch and transformers (the transformers engine's environment).
+    import tinymodels_rerank
+    path = tinymodels_rerank.ensure()          # cached under <repo>/.cache/models/
+    qwen3 = tinymodels_rerank.ensure_qwen3()
+
+``ensure`` needs torch and transformers (the transformers engine's environment);
+``ensure_qwen3`` numpy and tokenizers only.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
+import dataclasses
+import json
 import sys
-import tempfile
 from pathlib import Path
+
+from tinymodels_cache import cached
 
 VERSION = 2
 MAX_LENGTH = 64
+QWEN3_VERSION = 1
+QWEN3_CONTEXT = 256
+WIDEN = 4.0
 HERE = Path(__file__).resolve().parent
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("XINF_MODELS_CACHE") or HERE.parent / ".cache" / "models")
 
 
 def write(out: Path, seed: int = 0) -> None:
@@ -64,24 +73,49 @@ def write(out: Path, seed: int = 0) -> None:
 
 def ensure(seed: int = 0) -> Path:
     """The cached tiny cross-encoder (built now if missing)."""
-    root = cache_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"rerank-tiny-v{VERSION}-s{seed}"
-    if final.exists():
-        return final
-    tmp = Path(tempfile.mkdtemp(prefix=".rerank-tiny-", dir=root))
-    try:
-        write(tmp, seed)
-        tmp.chmod(0o755)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not final.is_dir():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return cached(f"rerank-tiny-v{VERSION}-s{seed}", lambda out: write(out, seed))
+
+
+def write_qwen3(out: Path, seed: int = 0) -> None:
+    import tinymodels
+    from tinymodels_tokenizer import train_tokenizer
+
+    # Two spare vocabulary entries past the trained ones (tinymodels names them <unused0>, <unused1>) become "yes"
+    # and "no": ids the model has rows for, reachable by name only.
+    shape = dataclasses.replace(
+        tinymodels.PRESETS["tiny"],
+        layers=2,
+        hidden=64,
+        heads=4,
+        kv_heads=2,
+        intermediate=128,
+        context=QWEN3_CONTEXT,
+        vocab_size=train_tokenizer().get_vocab_size() + 2,
+    )
+    tinymodels.write_hf(out, "qwen3", shape, dtype="float32", seed=seed)
+    # Wider weights than a fresh init's N(0, 0.02): with those, the last position barely sees the document and
+    # every pair scores alike; at this width the scores spread over (0, 1) like a trained reranker's.
+    from safetensors.numpy import load_file, save_file
+
+    weights = load_file(out / "model.safetensors")
+    for name, tensor in weights.items():
+        if not name.endswith("norm.weight"):
+            tensor *= WIDEN
+    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
+    path = out / "tokenizer.json"
+    tokenizer = json.loads(path.read_text(encoding="utf-8"))
+    vocab = tokenizer["model"]["vocab"]
+    vocab["yes"], vocab["no"] = vocab.pop("<unused0>"), vocab.pop("<unused1>")
+    path.write_text(json.dumps(tokenizer, ensure_ascii=False), encoding="utf-8")
+
+
+def ensure_qwen3(seed: int = 0) -> Path:
+    """The cached tiny Qwen3-Reranker-style model (built now if missing)."""
+    return cached(f"qwen3-rerank-tiny-v{QWEN3_VERSION}-s{seed}", lambda out: write_qwen3(out, seed))
 
 
 if __name__ == "__main__":
-    print(ensure(int(sys.argv[1]) if len(sys.argv) > 1 else 0))
+    # tinymodels_rerank.py [qwen3] [SEED]
+    qwen3 = sys.argv[1:2] == ["qwen3"]
+    seed = int(sys.argv[2 if qwen3 else 1]) if len(sys.argv) > (2 if qwen3 else 1) else 0
+    print(ensure_qwen3(seed) if qwen3 else ensure(seed))

@@ -108,6 +108,10 @@ def test_documented_defaults(tmp_path: Path) -> None:
         "XINF_VIRTUAL_ENV_INDEX_URL": (s.virtual_env_index_url, None),
         "XINF_VIRTUAL_ENV_FIND_LINKS": (s.virtual_env_find_links, []),
         "XINF_CPU_CORES_PER_REPLICA": (s.cpu_cores_per_replica, None),
+        "XINF_MAX_IMAGE_BYTES": (s.max_image_bytes, 10 << 20),
+        "XINF_MAX_IMAGES": (s.max_images, 16),
+        "XINF_ALLOW_IMAGE_URLS": (s.allow_image_urls, False),
+        "XINF_IMAGE_FETCH_TIMEOUT": (s.image_fetch_timeout, 10),
     }
     for name, (value, default) in expected.items():
         assert value == default, name
@@ -172,6 +176,10 @@ def test_documented_defaults(tmp_path: Path) -> None:
         ("XINF_VIRTUAL_ENV_FIND_LINKS", "/wheels", "virtual_env_find_links", ["/wheels"]),
         ("XINF_CPU_CORES_PER_REPLICA", "2", "cpu_cores_per_replica", 2),
         ("XINF_CPU_CORES_PER_REPLICA", "0", "cpu_cores_per_replica", 0),
+        ("XINF_MAX_IMAGE_BYTES", "65536", "max_image_bytes", 65536),
+        ("XINF_MAX_IMAGES", "2", "max_images", 2),
+        ("XINF_ALLOW_IMAGE_URLS", "1", "allow_image_urls", True),
+        ("XINF_IMAGE_FETCH_TIMEOUT", "2.5", "image_fetch_timeout", 2.5),
     ],
 )
 def test_each_variable_is_read(name: str, raw: str, field: str, value: object) -> None:

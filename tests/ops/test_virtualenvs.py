@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from xinf.testing.server import ServerProcess
+from xinf.testing.wait import wait_for
 
 PACKAGE = "inflection==0.5.1"  # small, pure Python, and not a dependency of xinf or its tests
 
@@ -50,11 +51,14 @@ def test_model_gets_its_own_environment_with_the_package(start_server, tmp_path:
     server.launch(model_name="xinf-test-chat", model_uid="plain", script_import="xinf")
     assert not Path(say(server, "plain").split()[2]).is_relative_to(home)
 
-    # The same packages again: the environment is reused, nothing is installed.
+    # The same packages again: the environment is reused, nothing is installed; the warm pool of the environment's
+    # interpreter (one per interpreter, beside the server's) has a worker ready for it.
+    wait_for(lambda: server.metric("xinf_warm_pool_workers", engine="test", state="idle") == 2)
     server.launch(
         model_name="xinf-test-chat", model_uid="venv2", virtual_env_packages=[PACKAGE], script_import="inflection"
     )
     assert say(server, "venv2").split()[2] == module_file
+    assert server.http.get("/v1/models/venv2").json()["replicas"][0]["warm"] is True
     assert "virtual environment" in server.log() and server.log().count("ready in") == 1
 
     busy = xinf("virtualenvs", "--remove", env.name, "-e", server.url)

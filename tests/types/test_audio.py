@@ -150,3 +150,36 @@ def test_metrics_count_seconds_heard_and_spoken(server: ServerProcess, spoken: b
     spoken_s = [x for x in metrics if x.startswith('xinf_served_units_total{model="tts"') and "audio_seconds_out" in x]
     assert heard and float(heard[0].split()[-1]) > 2
     assert spoken_s and float(spoken_s[0].split()[-1]) > 2
+
+
+def test_streamed_transcription_events_with_the_openai_sdk(server: ServerProcess, spoken: bytes) -> None:
+    """stream=true: transcript.text.delta events as segments are heard, then transcript.text.done with all of it."""
+    client = server.openai()
+    whole = client.audio.transcriptions.create(model="stt", file=("speech.wav", spoken), language="en").text
+    events = list(
+        client.audio.transcriptions.create(model="stt", file=("speech.wav", spoken), language="en", stream=True)
+    )
+    kinds = [e.type for e in events]
+    assert kinds[-1] == "transcript.text.done" and set(kinds[:-1]) == {"transcript.text.delta"}, kinds
+    deltas = "".join(e.delta for e in events[:-1])
+    assert deltas.strip() == events[-1].text == whole
+
+    raw = server.http.post(
+        "/v1/audio/translations", files={"file": ("speech.wav", spoken)}, data={"model": "stt", "stream": "true"}
+    )
+    assert raw.status_code == 200 and raw.headers["content-type"].startswith("text/event-stream")
+    assert '"type":"transcript.text.done"' in raw.text.replace(" ", "")
+
+    # What a stream cannot carry, and audio that cannot be decoded, are 400s before any event.
+    srt = server.http.post(
+        "/v1/audio/transcriptions",
+        files={"file": ("speech.wav", spoken)},
+        data={"model": "stt", "stream": "true", "response_format": "srt"},
+    )
+    assert srt.status_code == 400 and srt.json()["error"]["param"] == "response_format"
+    bad = server.http.post(
+        "/v1/audio/transcriptions",
+        files={"file": ("speech.wav", b"not audio")},
+        data={"model": "stt", "stream": "true"},
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_audio"

@@ -40,6 +40,11 @@ def pixels(png: bytes) -> Image.Image:
     return image
 
 
+def same_picture(a: bytes, b: bytes) -> bool:
+    x, y = pixels(a).tobytes(), pixels(b).tobytes()
+    return len(x) == len(y) and max(abs(p - q) for p, q in zip(x, y)) <= 2
+
+
 def generate(server: ServerProcess, **body: object) -> list[bytes]:
     response = server.http.post("/v1/images/generations", json={"model": "img", "response_format": "b64_json", **body})
     assert response.status_code == 200, response.text
@@ -56,7 +61,8 @@ def test_openai_sdk_b64_images_of_the_asked_size_and_seed(server: ServerProcess)
     again = client.images.generate(
         model="img", prompt="a red barn", n=1, size="48x48", response_format="b64_json", extra_body={"seed": 7}
     )
-    assert base64.b64decode(again.data[0].b64_json) == images[0]  # same seed, same image
+    # same seed, same image (alone or as the first of two, up to float rounding in a batch of two: at most 2 levels)
+    assert same_picture(base64.b64decode(again.data[0].b64_json), images[0])
     assert images[0] != images[1]  # the second image of a request has the next seed
 
 
@@ -88,8 +94,7 @@ def test_same_size_requests_are_batched_and_give_the_same_images(server: ServerP
             for p, s in (("a lighthouse", 11), ("a castle", 12), ("a bridge", 13))
         ]
         results = [f.result()[0] for f in futures]
-    a, b = pixels(alone).tobytes(), pixels(results[0]).tobytes()
-    assert len(a) == len(b) and max(abs(x - y) for x, y in zip(a, b)) <= 2  # batched: the same image
+    assert same_picture(alone, results[0])  # batched: the same image
     described = server.http.get("/v1/models/img").json()
     log = Path(described["replicas"][0]["log"])
     deadline = time.monotonic() + 10
@@ -123,3 +128,49 @@ def test_metrics_count_image_requests(server: ServerProcess) -> None:
     assert float(line.split()[-1]) >= 5
     images = next(x for x in metrics.splitlines() if x.startswith('xinf_served_units_total{model="img"'))
     assert 'unit="images"' in images and float(images.split()[-1]) >= 7
+
+
+def test_image_to_image_with_the_openai_sdk_and_xinference_client(server: ServerProcess) -> None:
+    """POST /v1/images/edits (OpenAI) and /variations (xinference-client's image_to_image) redraw a picture."""
+    start = generate(server, prompt="a red barn", size="48x40", seed=5)[0]
+    client = server.openai()
+    out = client.images.edit(
+        model="img", image=("barn.png", start), prompt="a blue barn", response_format="b64_json", extra_body={"seed": 9}
+    )
+    edited = base64.b64decode(out.data[0].b64_json)
+    assert pixels(edited).size == (48, 40)  # the picture's size
+    assert edited != start
+    again = server.http.post(
+        "/v1/images/edits",
+        files={"image": ("barn.png", start)},
+        data={"model": "img", "prompt": "a blue barn", "seed": "9", "response_format": "b64_json"},
+    )
+    assert base64.b64decode(again.json()["data"][0]["b64_json"]) == edited  # same seed, same picture
+
+    from xinference_client import RESTfulClient
+
+    model = RESTfulClient(server.url).get_model("img")
+    varied = model.image_to_image(start, "a blue barn", size="32*32", response_format="b64_json", seed=9, strength=0.5)
+    assert pixels(base64.b64decode(varied["data"][0]["b64_json"])).size == (32, 32)
+    edit = model.image_edit(start, "a blue barn", response_format="b64_json", seed=9)  # sends the picture as "images"
+    assert base64.b64decode(edit["data"][0]["b64_json"]) == edited
+
+
+@pytest.mark.parametrize(
+    ("files", "data", "param"),
+    [
+        ({"image": ("x.png", b"not a picture")}, {}, "image"),
+        ({}, {}, "image"),
+        ({"image": ("x.png", b"x"), "mask": ("m.png", b"x")}, {}, "mask"),
+        (None, {"size": "60x60"}, "size"),
+        (None, {"strength": "1.5"}, "strength"),
+    ],
+)
+def test_bad_image_edits_are_400(server: ServerProcess, files: dict | None, data: dict, param: str) -> None:
+    if files is None:
+        files = {"image": ("x.png", generate(server, prompt="x", size="16x16", seed=1)[0])}
+    response = server.http.post(
+        "/v1/images/edits", files=files or {"unused": ("", b"")}, data={"model": "img", "prompt": "x", **data}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param

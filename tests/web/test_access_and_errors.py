@@ -71,6 +71,22 @@ def test_page_asks_for_the_api_key_then_works(start_server, page: Any, shot) -> 
     expect(chat.get_by_role("group", name="Answer")).to_have_text(reply["choices"][0]["message"]["content"])
     shot("working")
 
+    # The try-it panel sends the same key.
+    auth = {"Authorization": f"Bearer {KEY}"}
+    launched = httpx.post(
+        f"{server.url}/v1/models", headers=auth, json={"model_name": "xinf-test-embed", "model_type": "embedding"}
+    )
+    assert launched.status_code == 200, launched.text
+    tried = region(page, "Try a model")
+    tried.get_by_label("Model to try").select_option("xinf-test-embed")
+    tried.get_by_label("Text to embed").fill("hello")
+    tried.get_by_role("button", name="Embed").click()
+    vector = httpx.post(
+        f"{server.url}/v1/embeddings", headers=auth, json={"model": "xinf-test-embed", "input": "hello"}
+    ).json()["data"][0]["embedding"]
+    first = ", ".join(f"{v:.4f}" for v in vector[:5])
+    expect(tried.get_by_role("status", name="Embedding")).to_have_text(f"{len(vector)} dimensions: {first}, …")
+
     # The key is kept for this tab: a reload does not ask again.
     page.reload()
     expect(region(page, "Running models").get_by_role("row").filter(has_text="xinf-test-chat")).to_contain_text("ready")

@@ -273,4 +273,4 @@ def test_every_control_has_a_label(start_server, page: Any) -> None:
     assert unnamed == []
     # Every section is a landmark named by its heading, so screen readers (and these tests) can find it.
     names = [r.get_attribute("aria-labelledby") for r in page.locator("section").all()]
-    assert all(names) and len(names) == 5
+    assert all(names) and len(names) == 6

@@ -42,6 +42,7 @@ class ModelManager(Protocol):
 
     def hardware(self) -> Hardware: ...
 
+
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _PEFT_KEYS = ("lora_list", "image_lora_load_kwargs", "image_lora_fuse_kwargs")
 _ITEM_KEYS = ("lora_name", "local_path", "scale")

@@ -10,7 +10,8 @@ Both versions of the format are read, for every model type:
   in Xinference's own ``llm_family.json`` and ``model_spec.json`` files.
 
 GGUF specs keep ``model_file_name_template``, and split files keep
-``model_file_name_split_template`` with ``quantization_parts``.  A local
+``model_file_name_split_template`` with ``quantization_parts``; vision models
+keep their ``multimodal_projectors`` (llama.cpp's mmproj files).  A local
 ``model_uri`` that is a directory is joined with the file name template.
 ``convert`` says why when an entry cannot be served here.
 """
@@ -137,6 +138,7 @@ def _specs(raw: dict[str, Any], family: str | None) -> list[dict[str, Any]]:
             "file": src.get("model_file_name_template") or raw.get("model_file_name_template"),
             "file_split": src.get("model_file_name_split_template") or raw.get("model_file_name_split_template"),
             "quantization_parts": src.get("quantization_parts") or raw.get("quantization_parts"),
+            "multimodal_projectors": src.get("multimodal_projectors") or raw.get("multimodal_projectors"),
         }
         uri = src.get("model_uri") or raw.get("model_uri")
         if isinstance(uri, str) and uri:

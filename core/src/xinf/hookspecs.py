@@ -16,8 +16,11 @@ hook order never decides anything.
 Besides hooks, a plugin module may declare ``VIRTUAL_ENV_PACKAGES: list[str]``:
 pip requirements every model of the engine needs.  When virtual environments
 are enabled (``XINFERENCE_ENABLE_VIRTUAL_ENV``), such a launch runs its
-replicas in an environment holding them (``xinf.virtualenv``).  The guide for
-plugin authors is docs/plugins.md.
+replicas in an environment holding them (``xinf.virtualenv``).  It may also
+declare ``WARM_IMPORTS: list[str]``: modules a warm-pool worker imports before
+it is given a launch (``xinf.warmpool``), so a launch costs the model's load and
+not the engine library's import.  The guide for plugin authors is
+docs/plugins.md.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import pluggy
 if TYPE_CHECKING:
     from xinf.operations import (
         AudioChunk,
+        ImageEditRequest,
         ImageRequest,
         ImageResult,
         RerankRequest,
@@ -37,6 +41,8 @@ if TYPE_CHECKING:
         SpeechRequest,
         TranscribeRequest,
         TranscribeResult,
+        TranscribeStreamRequest,
+        TranscriptPiece,
     )
     from xinf.types import (
         Chunk,
@@ -184,6 +190,21 @@ def transcribe(model: Any, request: TranscribeRequest) -> TranscribeResult:
 
 
 @hookspec
+def transcribe_stream(model: Any, request: TranscribeStreamRequest) -> AsyncIterator[TranscriptPiece]:
+    """Return an async iterator of ``TranscriptPiece``: ``request.audio``'s text as it is heard.
+
+    Called for ``POST /v1/audio/transcriptions`` with ``stream=true`` on models
+    with the ``audio2text`` ability (the core sends each piece as OpenAI's
+    ``transcript.text.delta`` event, then ``transcript.text.done``).  Yield first
+    a piece with the audio's language and duration and no text, then one piece
+    per segment as soon as it is decoded.  Bad audio raises ``InvalidRequest``
+    before the first piece; when the client goes away the core closes the
+    iterator.  Engines without it answer ``stream=true`` with a 400.
+    """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
+
+
+@hookspec
 def speech(model: Any, request: SpeechRequest) -> AsyncIterator[AudioChunk]:
     """Return an async iterator of ``AudioChunk`` (16-bit PCM) speaking ``request.input``.
 
@@ -204,6 +225,20 @@ def text_to_image(model: Any, request: ImageRequest) -> ImageResult:
     ``text2image`` ability.  Sizes the model cannot make must raise
     ``InvalidRequest``.  Engines may batch concurrent requests of the same size
     (``XINFERENCE_TEXT_TO_IMAGE_BATCHING_SIZE``).
+    """
+    raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
+
+
+@hookspec
+def image_to_image(model: Any, request: ImageEditRequest) -> ImageResult:
+    """Redraw ``request.image`` after ``request.prompt``: ``request.n`` PNG images; may be a coroutine function.
+
+    Called for ``POST /v1/images/edits`` and ``/v1/images/variations``
+    (xinference-client's ``image_edit`` and ``image_to_image``) on models with
+    the ``text2image`` ability whose engine implements it.  ``width`` and
+    ``height`` None keep the picture's size.  A picture that cannot be read,
+    or a size the model cannot make, must raise ``InvalidRequest``.  Engines
+    without it answer those routes with a 400.
     """
     raise NotImplementedError  # a hookspec only declares the hook; pluggy never calls its body
 

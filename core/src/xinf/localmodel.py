@@ -89,7 +89,17 @@ def _guess(local: Path) -> tuple[str | None, str, list[str]]:
         return "pytorch", "embedding", ["embed"]
     if _classifier(local):
         return "pytorch", "rerank", ["rerank"]
-    return ("mlx" if is_mlx(local) else "pytorch"), "LLM", ["chat", "generate"]
+    abilities = ["chat", "generate", "vision"] if _has_vision(local) else ["chat", "generate"]
+    return ("mlx" if is_mlx(local) else "pytorch"), "LLM", abilities
+
+
+def _has_vision(local: Path) -> bool:
+    """An image-text-to-text model (LLaVA, Qwen2-VL, Gemma 3...): its config describes a vision tower."""
+    try:
+        config = json.loads((local / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and isinstance(config.get("vision_config"), dict)
 
 
 def _classifier(local: Path) -> bool:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from xinf import adapters, hub, placement, virtualenv
+from xinf import adapters, hub, placement, projectors, virtualenv
 from xinf.devices import inventory
 from xinf.downloads import LaunchCancelled
 from xinf.errors import Conflict, InvalidRequest, LaunchError, NotFound
@@ -29,6 +29,7 @@ from xinf.replica.handle import HealthCheck, ProcessReplica, ReplicaHandle
 from xinf.schemas import LaunchRequest
 from xinf.settings import Settings
 from xinf.types import Device, Hardware, MemoryEstimate, ModelSpec, Placement
+from xinf.warmpool import WarmPool
 from xinf.watchdog import ProgressWatchdog
 
 if TYPE_CHECKING:
@@ -72,6 +73,19 @@ class ModelManager:
         )
         self.monitor = HealthMonitor(self.models, self.health)
         self.watchdog = ProgressWatchdog(self.models, settings.stall_timeout)
+        base = lambda: {**self._local_env(), "PYTHONUNBUFFERED": "1"}  # noqa: E731 (as _replica_env makes it)
+        self.pool = WarmPool(settings, self.rundir, base) if settings.warm_pool and settings.warm_pool_total else None
+
+    def open_pools(self) -> None:
+        """Start the warm pools of ``XINF_WARM_POOL_ENGINES`` (called once the server's event loop runs)."""
+        if self.pool is None:
+            return
+        for engine in self.settings.warm_pool_engines:
+            info = self.plugins.engines.get(engine)
+            if info is None or not info.ok:
+                log.warning("XINF_WARM_POOL_ENGINES: engine %r is not installed here; no pool for it", engine)
+                continue
+            self.pool.open(engine)
 
     def get(self, uid: str) -> RunningModel:
         model = self.models.get(uid)
@@ -129,6 +143,7 @@ class ModelManager:
         """Check a launch and claim its uid; the model shows as "launching" until ``start`` ends."""
         hardware = await asyncio.to_thread(self.hardware)  # a cluster asks its nodes
         spec, engine = self.resolve(req, hardware)
+        spec = projectors.choose(spec, req.multimodal_projector, options)  # GGUF vision models' mmproj
         uid = req.model_uid or spec.name
         if not _UID.match(uid):
             raise InvalidRequest(f"invalid model_uid {uid!r}: use letters, digits, '.', '_' and '-'", param="model_uid")
@@ -264,21 +279,27 @@ class ModelManager:
             )
             remote.deadline = self.settings.request_timeout
             return remote
-        env = dict(os.environ)
-        env.pop("XINF_API_KEY", None)  # replicas never need the server's key; an engine could print its env
-        env.pop("XINFERENCE_CSG_TOKEN", None)
         handle = ProcessReplica(
             name=name,
             launch=self._launch(model, pl),
-            env=self._replica_env(model, pl, base=env),
+            env=self._replica_env(model, pl, base=self._local_env()),
             log_path=self.settings.home / "logs" / "models" / model.uid / f"replica-{index}.log",
             socket_path=self.rundir / f"{abs(hash(model.uid)) % 10**8}-{index}-{time.monotonic_ns() % 10**6}.sock",
             python=model.python,
             on_exit=on_exit,
             health=self.health,
+            pool=self.pool,
         )
         handle.deadline = self.settings.request_timeout
         return handle
+
+    @staticmethod
+    def _local_env() -> dict[str, str]:
+        """The server's environment less its secrets: what a replica on this machine starts from."""
+        env = dict(os.environ)
+        env.pop("XINF_API_KEY", None)  # replicas never need the server's key; an engine could print its env
+        env.pop("XINFERENCE_CSG_TOKEN", None)
+        return env
 
     def _replica_env(self, model: RunningModel, pl: Any, *, base: dict[str, str]) -> dict[str, str]:
         """``base`` plus the model's ``envs``, the devices it may see, and unbuffered output."""
@@ -413,6 +434,7 @@ class ModelManager:
         """What a launch would do: the engine and each replica's placement. Starts nothing."""
         hardware = self.hardware()
         spec, engine = self.resolve(req, hardware)
+        spec = projectors.choose(spec, req.multimodal_projector, options)
         model = RunningModel(req.model_uid or spec.name, spec, engine, req, options)
         path = hub.local_path(spec, self.settings, download=False)
         if path is not None:
@@ -466,6 +488,8 @@ class ModelManager:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*(r.stop(timeout=5) for m in models for r in m.replicas), return_exceptions=True)
+        if self.pool is not None:
+            await self.pool.close()
         if self.cluster is not None:
             self.cluster.close()
         try:

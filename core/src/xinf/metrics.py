@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from xinf.model import RunningModel
+    from xinf.warmpool import WarmPool
 
 STATUSES = ("starting", "ready", "unhealthy", "dead", "failed", "stopped")
 
@@ -85,14 +86,39 @@ class Collector:
         )  # fmt: skip
 
 
+class PoolCollector:
+    """The warm pool (``xinf.warmpool``): its workers, and the launches that took one or started cold."""
+
+    def __init__(self, pool: WarmPool):
+        self.pool = pool
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        workers = GaugeMetricFamily(
+            "xinf_warm_pool_workers", "Pre-started replica processes, idle or starting", labels=["engine", "state"]
+        )
+        for (engine, state), count in sorted(self.pool.counts().items()):
+            workers.add_metric([engine, state], count)
+        launches = CounterMetricFamily(
+            "xinf_replica_starts", "Replica processes started on this machine: warm (a pooled worker) or cold",
+            labels=["start"],
+        )  # fmt: skip
+        launches.add_metric(["warm"], self.pool.taken)
+        launches.add_metric(["cold"], self.pool.cold)
+        yield from (workers, launches)
+
+
 class Exporter:
     """Renders the text exposition; built on the first scrape."""
 
-    def __init__(self, models: Mapping[str, RunningModel]):
+    def __init__(self, models: Mapping[str, RunningModel], pool: WarmPool | None = None):
         from prometheus_client import CollectorRegistry, ProcessCollector
 
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(Collector(models))
+        if pool is not None:
+            self.registry.register(PoolCollector(pool))
         ProcessCollector(registry=self.registry)
 
     def render(self) -> tuple[bytes, str]:

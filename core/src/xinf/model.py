@@ -13,7 +13,7 @@ from typing import Any
 from xinf.downloads import Download
 from xinf.errors import Overloaded, Unavailable, XinfError
 from xinf.operations import Request, Result
-from xinf.replica.handle import KEEPALIVE, ReplicaDied, ReplicaHandle
+from xinf.replica.handle import KEEPALIVE_BATCH, ReplicaDied, ReplicaHandle
 from xinf.routing import PrefixTable, by_prefix, least_busy, prefix_keys, prompt_text
 from xinf.schemas import LaunchRequest
 from xinf.stats import ReplicaStats
@@ -99,63 +99,28 @@ class RunningModel:
         self._next = (self.replicas.index(best) + 1) % count
         return best
 
-    async def generate(
+    def batches(
         self, request: GenerateRequest, n: int = 1, keepalive: float | None = None
-    ) -> AsyncIterator[Chunk]:
-        """Chunks from the least busy replica.
+    ) -> AsyncIterator[list[Chunk]]:
+        """Chunks from the replica routing picks, in batches (every chunk one frame brought; never empty).
 
         A replica that dies before sending anything is replaced by another one
         transparently; after the first chunk the error reaches the client.
         ``keepalive``: see ``ReplicaHandle.generate``.
         """
-        with self.admitted():
-            tried: set[int] = set()
-            while True:
-                replica = self.pick(tried, request)
-                stats = self.stats_of(replica)
-                stats.requests += 1
-                stats.waiting += 1
-                start = time.perf_counter()
-                started = False
-                try:
-                    async for chunk in replica.generate(request, n, keepalive):
-                        if chunk is KEEPALIVE:
-                            yield chunk
-                            continue
-                        if not started:
-                            started = True
-                            stats.waiting -= 1
-                            stats.running += 1
-                            stats.ttft.observe(time.perf_counter() - start)
-                        usage = chunk.usage
-                        if usage is not None:
-                            stats.completion_tokens += usage.completion_tokens
-                            if chunk.index == 0:  # the n choices share one prompt
-                                stats.prompt_tokens += usage.prompt_tokens
-                                stats.cached_tokens += usage.cached_tokens or 0
-                        yield chunk
-                    return
-                except ReplicaDied:
-                    stats.error("replica_died")
-                    if started:
-                        raise
-                    tried.add(id(replica))
-                    log.warning("%s died before answering; trying another replica", replica.name)
-                except XinfError as exc:
-                    stats.error(exc.type)
-                    raise
-                except (GeneratorExit, asyncio.CancelledError):
-                    stats.error("cancelled")  # the client went away
-                    raise
-                except Exception:
-                    stats.error("server_error")
-                    raise
-                finally:
-                    if started:
-                        stats.running -= 1
-                        stats.latency.observe(time.perf_counter() - start)
-                    else:
-                        stats.waiting -= 1
+        return self._relayed(lambda replica: replica.generate(request, n, keepalive), _count_tokens, request)
+
+    async def generate(
+        self, request: GenerateRequest, n: int = 1, keepalive: float | None = None
+    ) -> AsyncIterator[Chunk]:
+        """``batches``, one chunk at a time."""
+        batches = self.batches(request, n, keepalive)
+        try:
+            async for batch in batches:
+                for chunk in batch:
+                    yield chunk
+        finally:
+            await batches.aclose()  # type: ignore[attr-defined]
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         result: EmbedResult = await self._once(lambda replica: replica.embed(request))
@@ -198,40 +163,57 @@ class RunningModel:
                     stats.count(result)
                 return result
 
-    async def stream(self, request: Request) -> AsyncIterator[Result]:
+    def stream(self, request: Request) -> AsyncIterator[Result]:
         """The pieces of a streamed request of ``xinf.operations`` (speech) from the least busy replica.
 
         A replica that dies before its first piece is replaced transparently; after it the error reaches the client.
         """
+        return self._relayed(lambda replica: replica.stream(request), ReplicaStats.count)
+
+    async def _relayed(
+        self,
+        send: Callable[[ReplicaHandle], AsyncIterator[Any]],
+        count: Callable[[ReplicaStats, Any], None],
+        request: GenerateRequest | None = None,
+    ) -> AsyncIterator[Any]:
+        """What ``send`` streams from a replica, counted in its statistics by ``count``; a replica that dies before
+        its first item is replaced by another (keep-alives are not items)."""
         with self.admitted():
             tried: set[int] = set()
             while True:
-                replica = self.pick(tried)
+                replica = self.pick(tried, request)
                 stats = self.stats_of(replica)
                 stats.requests += 1
                 stats.waiting += 1
                 start = time.perf_counter()
                 started = False
                 try:
-                    async for piece in replica.stream(request):
+                    async for item in send(replica):
+                        if item is KEEPALIVE_BATCH:
+                            yield item
+                            continue
                         if not started:
                             started = True
                             stats.waiting -= 1
                             stats.running += 1
                             stats.ttft.observe(time.perf_counter() - start)
-                        stats.count(piece)
-                        yield piece
+                        count(stats, item)
+                        yield item
                     return
                 except ReplicaDied:
                     stats.error("replica_died")
                     if started:
                         raise
                     tried.add(id(replica))
+                    log.warning("%s died before answering; trying another replica", replica.name)
                 except XinfError as exc:
                     stats.error(exc.type)
                     raise
                 except (GeneratorExit, asyncio.CancelledError):
-                    stats.error("cancelled")
+                    stats.error("cancelled")  # the client went away
+                    raise
+                except Exception:
+                    stats.error("server_error")
                     raise
                 finally:
                     if started:
@@ -291,9 +273,20 @@ class RunningModel:
                     "cores": r.launch.placement.cores,
                     "cpus": r.info.get("cpus"),  # the real CPUs pinned (simulated cores map onto them)
                     "threads": r.info.get("threads"),  # as the engine reports them
+                    "warm": bool(r.info.get("warm")),  # a pre-started worker of the warm pool (xinf.warmpool)
                     "node": r.node,
                     "log": r.log,
                 }
                 for r in self.replicas
             ],
         }
+
+
+def _count_tokens(stats: ReplicaStats, batch: list[Chunk]) -> None:
+    for chunk in batch:
+        usage = chunk.usage
+        if usage is not None:
+            stats.completion_tokens += usage.completion_tokens
+            if chunk.index == 0:  # the n choices share one prompt
+                stats.prompt_tokens += usage.prompt_tokens
+                stats.cached_tokens += usage.cached_tokens or 0

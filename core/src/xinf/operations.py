@@ -91,6 +91,25 @@ class TranscribeResult(msgspec.Struct, tag=True, kw_only=True):
         return "audio_seconds_in", self.duration
 
 
+class TranscribeStreamRequest(TranscribeRequest, tag=True):
+    """A transcription whose text is sent as it is heard (``stream=true``): the ``transcribe_stream`` hook."""
+
+
+class TranscriptPiece(msgspec.Struct, tag=True, kw_only=True):
+    """A streamed transcription's next words (one segment's ``text``).
+
+    The first piece comes before any text: it carries the audio's ``language``
+    and ``duration`` (counted once, in the metrics), with ``text`` empty.
+    """
+
+    text: str = ""
+    language: str = ""
+    duration: float = 0.0
+
+    def units(self) -> tuple[str, float]:
+        return "audio_seconds_in", self.duration
+
+
 # ---------------------------------------------------------------- text to speech
 
 
@@ -129,6 +148,25 @@ class ImageRequest(msgspec.Struct, tag=True, kw_only=True, omit_defaults=True):
     guidance_scale: float | None = None
 
 
+class ImageEditRequest(msgspec.Struct, tag=True, kw_only=True, omit_defaults=True):
+    """Redraw ``image`` (an uploaded picture's bytes) after ``prompt``: image to image.
+
+    ``width`` and ``height`` None keep the picture's size; ``strength`` (0-1) is
+    how far the result may move from the picture (None: the pipeline's default).
+    """
+
+    image: bytes
+    prompt: str
+    n: int = 1
+    width: int | None = None
+    height: int | None = None
+    seed: int | None = None
+    negative_prompt: str | None = None
+    steps: int | None = None
+    guidance_scale: float | None = None
+    strength: float | None = None
+
+
 class ImageResult(msgspec.Struct, tag=True, kw_only=True):
     """PNG files, one per image."""
 
@@ -140,8 +178,8 @@ class ImageResult(msgspec.Struct, tag=True, kw_only=True):
 
 # ---------------------------------------------------------------- the table
 
-Request = RerankRequest | TranscribeRequest | SpeechRequest | ImageRequest
-Result = RerankResult | TranscribeResult | AudioChunk | ImageResult
+Request = RerankRequest | TranscribeRequest | TranscribeStreamRequest | SpeechRequest | ImageRequest | ImageEditRequest
+Result = RerankResult | TranscribeResult | TranscriptPiece | AudioChunk | ImageResult
 
 
 class Operation(msgspec.Struct, frozen=True, kw_only=True):
@@ -159,10 +197,21 @@ OPERATIONS: dict[type, Operation] = {
     TranscribeRequest: Operation(
         hook="transcribe", ability="audio2text", request=TranscribeRequest, result=TranscribeResult
     ),
+    TranscribeStreamRequest: Operation(
+        hook="transcribe_stream",
+        ability="audio2text",
+        request=TranscribeStreamRequest,
+        result=TranscriptPiece,
+        streams=True,
+    ),
     SpeechRequest: Operation(
         hook="speech", ability="text2audio", request=SpeechRequest, result=AudioChunk, streams=True
     ),
     ImageRequest: Operation(hook="text_to_image", ability="text2image", request=ImageRequest, result=ImageResult),
+    # A text-to-image pipeline can start from a picture: image edits go to text2image models that have the hook.
+    ImageEditRequest: Operation(
+        hook="image_to_image", ability="text2image", request=ImageEditRequest, result=ImageResult
+    ),
 }
 #: the same, by hook name: what a replica looks up for a ``Call`` frame
 BY_HOOK: dict[str, Operation] = {op.hook: op for op in OPERATIONS.values()}

@@ -12,15 +12,25 @@ from typing import Any
 
 from xinf.errors import ContextLengthExceeded, InvalidRequest
 from xinf.types import GenerateRequest, ModelSpec
+from xinf.vision import has_images, placeholders
 
 
-def render_chat(tokenizer: Any, spec: ModelSpec, request: GenerateRequest) -> str:
+def render_chat(tokenizer: Any, spec: ModelSpec, request: GenerateRequest, *, images: bool = False) -> str:
     """The prompt text of a chat through the model's own chat template.
 
     ``chat_template_kwargs`` (``enable_thinking`` among them) reach the template
     as variables and ``tools`` as its ``tools``.  A template that rejects the
-    messages is the client's error (400).
+    messages is the client's error (400).  Image parts (``xinf.vision``) reach
+    the template as ``{"type": "image"}`` when the caller passes the images to
+    the model itself (``images=True``); otherwise they are a 400.
     """
+    if has_images(request.messages) and not images:
+        raise InvalidRequest(
+            f"{spec.name} is served here by an engine that does not read images; send text only, or launch the "
+            "model on an engine that reads them (transformers, llama.cpp with a multimodal projector, vLLM)",
+            param="messages",
+            code="images_not_supported",
+        )
     template = spec.chat_template or None
     if template is None and not getattr(tokenizer, "chat_template", None):
         template = spec.fallback_chat_template or None  # the model has none: the catalogue's
@@ -29,7 +39,7 @@ def render_chat(tokenizer: Any, spec: ModelSpec, request: GenerateRequest) -> st
             f"{spec.name} has no chat template; use /v1/completions or register the model with a chat_template",
             param="messages",
         )
-    messages = [_flatten(m) for m in request.messages or []]
+    messages = [_flatten(m) for m in placeholders(request.messages or [])]
     kwargs = dict(request.chat_template_kwargs)
     if request.tools:
         kwargs["tools"] = request.tools

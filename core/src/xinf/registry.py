@@ -42,6 +42,7 @@ class FamilySpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     quantization_parts: dict[str, list[str]] | None = None
     package: str | None = None
     path: str | None = None
+    multimodal_projectors: list[str] = msgspec.field(default_factory=list)  # GGUF vision models' mmproj files
 
 
 class Family(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -106,6 +107,7 @@ class Family(msgspec.Struct, kw_only=True, omit_defaults=True):
             ),
             description=self.description,
             builtin=self.builtin,
+            multimodal_projectors=list(spec.multimodal_projectors),
         )
 
 

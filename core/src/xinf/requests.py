@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from xinf.errors import Conflict, InvalidRequest
-from xinf.replica.handle import KEEPALIVE
+from xinf.replica.handle import KEEPALIVE_BATCH
 from xinf.types import Chunk
 
 FINISHED_KEPT = 1024  # finished requests whose progress can still be asked for
@@ -96,8 +96,8 @@ class RequestTracker:
         while len(self.finished) > FINISHED_KEPT:
             self.finished.popitem(last=False)
 
-    async def watch(self, tracked: Tracked, stream: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
-        """``stream``'s chunks, counted; an abort stops it where it is and ends every choice with "abort".
+    async def watch(self, tracked: Tracked, stream: AsyncIterator[list[Chunk]]) -> AsyncIterator[list[Chunk]]:
+        """``stream``'s batches of chunks, counted; an abort stops it where it is and ends every choice with "abort".
 
         The stream is pumped by its own task so that an abort ends it even
         while the engine sends nothing; cancelling that task cancels the
@@ -106,15 +106,14 @@ class RequestTracker:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         if tracked.aborted.is_set():
             await stream.aclose()  # type: ignore[attr-defined]
-            for i in range(tracked.n):
-                yield Chunk(finish_reason=ABORT, index=i)
+            yield [Chunk(finish_reason=ABORT, index=i) for i in range(tracked.n)]
             self._done(tracked, "aborted")
             return
 
         async def pump() -> None:
             try:
-                async for chunk in stream:
-                    queue.put_nowait(chunk)
+                async for batch in stream:
+                    queue.put_nowait(batch)
             except BaseException as exc:  # handed to the consumer
                 queue.put_nowait(exc)
             finally:
@@ -133,14 +132,15 @@ class RequestTracker:
                     task.cancel()
                     with contextlib.suppress(BaseException):
                         await task
-                    for i in range(tracked.n):
-                        yield Chunk(finish_reason=ABORT, index=i)
+                    yield [Chunk(finish_reason=ABORT, index=i) for i in range(tracked.n)]
                     status = "aborted"
                     return
                 if isinstance(item, BaseException):
                     raise item
-                if item is not KEEPALIVE and (item.text or item.reasoning or item.tool_calls):
-                    tracked.produced += 1
+                if item is not KEEPALIVE_BATCH:
+                    for chunk in item:
+                        if chunk.text or chunk.reasoning or chunk.tool_calls:
+                            tracked.produced += 1
                 yield item
         finally:
             tracked.queue = None

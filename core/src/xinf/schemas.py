@@ -127,6 +127,8 @@ class LaunchRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     virtual_env_packages: list[str] | None = None
     virtual_env_find_links: list[str] | None = None
     download_hub: Literal["huggingface", "modelscope", "csghub"] | None = None
+    # A GGUF vision model's projector (llama.cpp's mmproj): one of its family's multimodal_projectors, or a path
+    multimodal_projector: str | None = None
     autostart: bool = False  # launch it again whenever the server starts (an autostart entry)
     routing: Literal["least_busy", "prefix"] | None = None  # default: XINF_ROUTING
     # LoRA adapters: {"lora_list": [{"lora_name", "local_path"[, "scale"]}]} (xinf.adapters)

@@ -25,6 +25,8 @@ class ImageBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     negative_prompt: str | None = None
     num_inference_steps: Annotated[int, Meta(ge=1, le=500)] | None = None
     guidance_scale: Annotated[float, Meta(ge=0, le=50)] | None = None
+    # image edits only: how far the result may move from the picture
+    strength: Annotated[float, Meta(gt=0, le=1)] | None = None
     # xinference-client sends its extra arguments as a JSON string here (seed, num_inference_steps, ...).
     kwargs: str | dict[str, Any] | None = None
     # OpenAI's; accepted, not used by diffusion pipelines.

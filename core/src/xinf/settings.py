@@ -70,6 +70,14 @@ class Settings(msgspec.Struct, kw_only=True):
     virtual_env_index_url: str | None = None
     virtual_env_find_links: list[str] = msgspec.field(default_factory=list)
     cpu_cores_per_replica: int | None = None  # None: the node's cores divided among a launch's replicas
+    # Images in chat (xinf.server.vision)
+    max_image_bytes: int = 10 << 20
+    max_images: int = 16
+    allow_image_urls: bool = False
+    image_fetch_timeout: float = 10.0
+    warm_pool: int = 1  # idle replica workers per (interpreter, engine); 0: no pool (xinf.warmpool)
+    warm_pool_total: int = 2
+    warm_pool_engines: list[str] = msgspec.field(default_factory=list)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -112,6 +120,9 @@ class Settings(msgspec.Struct, kw_only=True):
         _security(env, s)
         if env.get("XINF_CPU_CORES_PER_REPLICA", "").strip():
             s.cpu_cores_per_replica = _int(env, "XINF_CPU_CORES_PER_REPLICA", 0, 0)
+        s.warm_pool = _int(env, "XINF_WARM_POOL", s.warm_pool, 0)
+        s.warm_pool_total = _int(env, "XINF_WARM_POOL_TOTAL", s.warm_pool_total, 0)
+        s.warm_pool_engines = _list(env, "XINF_WARM_POOL_ENGINES")
         _int(env, "XINF_SIMULATED_CPU_CORES", 1, 1)  # read by the inventory; checked here so a typo stops start-up
         if env.get("XINF_SIMULATED_HOST_MEMORY", "").strip():
             from xinf.units import parse_size
@@ -149,6 +160,10 @@ def _security(env: dict[str, str], s: Settings) -> None:
     s.virtual_env_allow_urls = _bool(env, "XINF_VIRTUAL_ENV_ALLOW_URLS", False)
     s.virtual_env_index_url = env.get("XINF_VIRTUAL_ENV_INDEX_URL") or None
     s.virtual_env_find_links = _list(env, "XINF_VIRTUAL_ENV_FIND_LINKS")
+    s.max_image_bytes = _int(env, "XINF_MAX_IMAGE_BYTES", s.max_image_bytes, 1024)
+    s.max_images = _int(env, "XINF_MAX_IMAGES", s.max_images, 1)
+    s.allow_image_urls = _bool(env, "XINF_ALLOW_IMAGE_URLS", False)
+    s.image_fetch_timeout = _float(env, "XINF_IMAGE_FETCH_TIMEOUT", s.image_fetch_timeout)
 
 
 def _list(env: dict[str, str], name: str) -> list[str]:

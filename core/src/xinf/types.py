@@ -44,6 +44,9 @@ class ModelSource(msgspec.Struct, kw_only=True, omit_defaults=True):
     parts: list[str] | None = None  # a GGUF split in parts: every part's file name, ``file`` is the first
     package: str | None = None
     path: str | None = None
+    # A GGUF vision model's multimodal projector (llama.cpp's mmproj): a file of the same repository
+    # (downloaded with the model) or, for a model given by path, a path (relative: beside the model file).
+    projector: str | None = None
 
 
 class LoraAdapter(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -91,6 +94,9 @@ class ModelSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     description: str = ""
     builtin: bool = False
     adapters: list[LoraAdapter] = msgspec.field(default_factory=list)
+    # GGUF vision models: the projector files their repository offers (Xinference's multimodal_projectors);
+    # a launch picks one (``multimodal_projector``, default the first) into ``source.projector``.
+    multimodal_projectors: list[str] = msgspec.field(default_factory=list)
 
     @property
     def is_reasoning(self) -> bool:

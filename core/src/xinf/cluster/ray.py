@@ -212,6 +212,11 @@ class Outbox:
         self.buffer += p.encode(frame)
         self.arrived.set()
 
+    def send_all(self, frames: list[p.Frame]) -> None:
+        for frame in frames:
+            self.buffer += p.encode(frame)
+        self.arrived.set()
+
     def backlog(self) -> int:
         return len(self.buffer)
 

@@ -106,6 +106,8 @@ def fetch(spec: ModelSpec, settings: Settings, requested_hub: str | None = None,
     job.hub, job.repo = hub, repo
     root = repo_dir(settings, hub, repo)
     key = f"{spec.format}:{spec.quantization}:{spec.source.file or ''}"
+    if spec.source.projector:  # a GGUF vision model's projector is part of the set
+        key += f":{spec.source.projector}"
     record = _read_record(root)
     cached = record.get("sets", {}).get(key)
     if cached and all((root / p).is_file() for p in cached):
@@ -153,8 +155,9 @@ def fetch(spec: ModelSpec, settings: Settings, requested_hub: str | None = None,
 def _result(root: Path, paths: list[str], spec: ModelSpec) -> str:
     if spec.source.file:
         return str(root / spec.source.file)
-    if spec.format == "ggufv2" and len(paths) == 1:
-        return str(root / paths[0])
+    weights = [p for p in paths if p != spec.source.projector]
+    if spec.format == "ggufv2" and len(weights) == 1:
+        return str(root / weights[0])
     return str(root)
 
 

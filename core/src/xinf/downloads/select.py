@@ -14,7 +14,17 @@ SKIP_DIRS = ("onnx/", "openvino/", "original/", "coreml/", "tf/", "flax/")
 
 
 def select(paths: list[str], spec: ModelSpec) -> list[str]:
-    """The subset of ``paths`` to download for ``spec``."""
+    """The subset of ``paths`` to download for ``spec`` (a GGUF vision model's projector with its weights)."""
+    chosen = _select(paths, spec)
+    projector = spec.source.projector
+    if projector and not projector.startswith("/"):
+        if projector not in paths:
+            raise LaunchError(f"the projector {projector} is not in the repository", param="multimodal_projector")
+        chosen.append(projector)
+    return chosen
+
+
+def _select(paths: list[str], spec: ModelSpec) -> list[str]:
     src = spec.source
     if src.parts:  # a split GGUF: every part, the engine opens the first
         missing = [part for part in src.parts if part not in paths]

@@ -1,6 +1,7 @@
 """The replica process: loads one model with its engine plugin and serves frames.
 
-Started by the server as ``python -m xinf.replica SOCKET``.  It connects to
+Started by the server as ``python -m xinf.replica SOCKET``, or ahead of a
+launch as ``python -m xinf.replica --pool ENGINE SOCKET`` (``xinf.warmpool``).  It connects to
 the server's socket, receives ``Launch``, loads the model, answers ``Hello``
 and then serves ``Generate``/``Embed``/``Cancel``/``Ping`` until the server
 says ``Shutdown`` or goes away (then it exits too).
@@ -34,12 +35,17 @@ from xinf.types import Chunk, GenerateRequest, ModelSpec
 
 log = logging.getLogger("xinf.replica")
 CALLABLE_HOOKS = ("convert_ids_to_tokens", "update_adapters")  # optional per-model hooks the server may call by name
+BATCH_LIMIT = 256  # chunks of one request in one Out frame: an engine that writes faster still gets frames out
 
 
 class Outlet(Protocol):
     """Where a replica's frames go: the server's socket, or a Ray actor's outbox."""
 
     def send(self, frame: p.Frame) -> None: ...
+
+    def send_all(self, frames: list[p.Frame]) -> None:
+        """Several frames at once, in order (one write where the transport allows)."""
+        ...
 
     def backlog(self) -> int:
         """Bytes sent but not yet taken by the server."""
@@ -58,6 +64,10 @@ class SocketOutlet:
         if not self.writer.is_closing():
             self.writer.write(p.encode(frame))
 
+    def send_all(self, frames: list[p.Frame]) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(b"".join([p.encode(frame) for frame in frames]))
+
     def backlog(self) -> int:
         return self.writer.transport.get_write_buffer_size()
 
@@ -68,7 +78,7 @@ class SocketOutlet:
 class Replica:
     """One loaded model serving requests; frames in through its methods, frames out through ``outlet``."""
 
-    def __init__(self, outlet: Outlet):
+    def __init__(self, outlet: Outlet, host: PluginHost | None = None):
         self.outlet = outlet
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.model: Any = None
@@ -77,15 +87,46 @@ class Replica:
         self.generate_fn: Callable[..., Any] | None = None
         self.embed_fn: Callable[..., Any] | None = None
         self.unload_fn: Callable[..., Any] | None = None
-        self.host: PluginHost | None = None
+        self.host = host  # discovered already (a warm worker's), else at load
         self.engine = ""
         self.info: dict[str, Any] = {}
+        # Chunks not yet sent, by request: what the engines produce in one turn of the event loop leaves in one
+        # frame per request (the server then relays it as one write), instead of a frame per token.
+        self.ready: dict[int, list[Chunk]] = {}
+        self.flushing: asyncio.Handle | None = None
+        self.batching = os.environ.get("XINF_RELAY_BATCH", "1") != "0"
 
     def send(self, frame: p.Frame) -> None:
+        if self.ready:
+            self.flush()  # a request's chunks go out before its Done or Fail
         self.outlet.send(frame)
 
+    def out(self, rid: int, chunk: Chunk) -> None:
+        """Queue a chunk of request ``rid``; the queue goes out once the engines have nothing more ready."""
+        if not self.batching:
+            self.outlet.send(p.Out(id=rid, chunks=[chunk]))
+            return
+        chunks = self.ready.get(rid)
+        if chunks is None:
+            self.ready[rid] = [chunk]
+            if self.flushing is None:
+                self.flushing = asyncio.get_running_loop().call_soon(self.flush)
+        else:
+            chunks.append(chunk)
+            if len(chunks) >= BATCH_LIMIT:
+                self.flush()
+
+    def flush(self) -> None:
+        """Send every queued chunk: one ``Out`` frame per request."""
+        if self.flushing is not None:
+            self.flushing.cancel()
+            self.flushing = None
+        ready, self.ready = self.ready, {}
+        self.outlet.send_all([p.Out(id=rid, chunks=chunks) for rid, chunks in ready.items()])
+
     async def load(self, launch: p.Launch) -> None:
-        host = PluginHost.discover(only=[launch.engine])
+        host = self.host if self.host and launch.engine in self.host.engines else None
+        host = host or PluginHost.discover(only=[launch.engine])
         info = host.engines.get(launch.engine)
         if info is None:
             raise LaunchError(f"engine {launch.engine!r} is not installed in {sys.executable}")
@@ -176,7 +217,7 @@ class Replica:
                 if tools is not None:
                     tools.apply(chunk)
                 chunk.index = index
-                self.send(p.Out(id=rid, chunk=chunk))
+                self.out(rid, chunk)
                 if self.outlet.backlog() > 1 << 20:
                     await self.outlet.drain()  # the server reads slower than we write
         finally:
@@ -254,17 +295,31 @@ def _replace(request: GenerateRequest, **changes: Any) -> GenerateRequest:
     return msgspec.structs.replace(request, **changes)
 
 
-async def serve(path: str) -> int:
-    reader, writer = await asyncio.open_unix_connection(path)
+async def serve(path: str, pool_engine: str | None = None) -> int:
+    """Serve the server's socket at ``path``; with ``pool_engine``, first wait in the warm pool (``xinf.warmpool``)."""
+    host = None
+    if pool_engine is not None:
+        from xinf.replica import warm
+
+        host = PluginHost.discover(only=[pool_engine])
+        connection = await warm.wait(pool_engine, path, host)
+        if connection is None:
+            return 0  # the server stopped its pool
+        reader, writer = connection
+    else:
+        reader, writer = await asyncio.open_unix_connection(path)
     try:
-        return await serve_stream(reader, SocketOutlet(writer))
+        return await serve_stream(reader, SocketOutlet(writer), host=host)
     finally:
         writer.close()
 
 
-async def serve_stream(reader: asyncio.StreamReader, outlet: Outlet) -> int:
-    """Load the model ``Launch`` names and serve frames until ``Shutdown`` or the end of ``reader``."""
-    replica = Replica(outlet)
+async def serve_stream(reader: asyncio.StreamReader, outlet: Outlet, host: PluginHost | None = None) -> int:
+    """Load the model ``Launch`` names and serve frames until ``Shutdown`` or the end of ``reader``.
+
+    ``host``: the plugins this process discovered ahead of the launch (a warm-pool worker; its ``Hello`` says so).
+    """
+    replica = Replica(outlet, host)
     launch = await p.read_frame(reader)
     if not isinstance(launch, p.Launch):
         print(f"expected a Launch frame, got {type(launch).__name__}", file=sys.stderr)
@@ -279,7 +334,7 @@ async def serve_stream(reader: asyncio.StreamReader, outlet: Outlet) -> int:
         replica.send(p.Fail(id=0, status=getattr(exc, "status", 400), error=error))
         await outlet.drain()
         return 1
-    replica.send(p.Hello(pid=os.getpid(), info=replica.info))
+    replica.send(p.Hello(pid=os.getpid(), info={**replica.info, "warm": host is not None}))
     print(f"replica ready: {launch.spec.name} on engine {launch.engine} (pid {os.getpid()})", flush=True)
     while True:
         try:
@@ -313,8 +368,11 @@ def _die_with_parent() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    pool_engine = None
+    if len(argv) == 3 and argv[0] == "--pool":
+        pool_engine, argv = argv[1], argv[2:]
     if len(argv) != 1:
-        print("usage: python -m xinf.replica SOCKET", file=sys.stderr)
+        print("usage: python -m xinf.replica [--pool ENGINE] SOCKET", file=sys.stderr)
         return 2
     _die_with_parent()
     logging.basicConfig(level=os.environ.get("XINF_LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(message)s")
@@ -322,5 +380,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(serve(argv[0]))
-    return uvloop.run(serve(argv[0]))
+        return asyncio.run(serve(argv[0], pool_engine))
+    return uvloop.run(serve(argv[0], pool_engine))

@@ -19,19 +19,26 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from xinf import errors
 from xinf.operations import Request, Result, operation
 from xinf.replica import protocol as p
+from xinf.replica import spawn
 from xinf.types import Chunk, EmbedRequest, EmbedResult, GenerateRequest
+
+if TYPE_CHECKING:
+    from xinf.warmpool import WarmPool
 
 log = logging.getLogger(__name__)
 
 _DIED = object()  # queued to every request of a replica that went away
-KEEPALIVE = Chunk(text="")  # yielded by ``generate`` after ``keepalive`` seconds without output
+KEEPALIVE = Chunk(text="")  # the chunk of ``KEEPALIVE_BATCH``
+# Yielded by ``generate`` after ``keepalive`` seconds without output; consumers must not change it.
+KEEPALIVE_BATCH = [KEEPALIVE]
+_KEEPALIVE_FRAME = p.Out(id=0, chunks=KEEPALIVE_BATCH)
 
 
 class HealthCheck(msgspec.Struct, frozen=True, kw_only=True):
@@ -304,15 +311,27 @@ class ReplicaHandle:
             raise ReplicaDied(f"{self.name} is not running")
         self._write(p.encode(frame))
 
-    async def generate(
+    def generate(
         self, request: GenerateRequest, n: int = 1, keepalive: float | None = None
-    ) -> AsyncIterator[Chunk]:
-        """Chunks of ``request`` from this replica; closing the iterator cancels it there.
+    ) -> AsyncIterator[list[Chunk]]:
+        """Batches of chunks of ``request`` from this replica, as its frames bring them (a frame carries every
+        chunk the engine had ready); closing the iterator cancels the request there.
 
-        With ``keepalive``, ``KEEPALIVE`` is yielded whenever that many seconds
-        pass without output (streams turn it into an SSE comment).
+        With ``keepalive``, ``KEEPALIVE_BATCH`` is yielded whenever that many
+        seconds pass without output (streams turn it into an SSE comment).
         """
-        rid = next(self.ids)
+        frame = p.Generate(id=next(self.ids), request=request, n=n)
+        return self._relay(frame, _chunks, "generating", keepalive)
+
+    async def _relay(
+        self, frame: p.Generate | p.Call, value: Callable[[Any], Any], doing: str, keepalive: float | None = None
+    ) -> AsyncIterator[Any]:
+        """Send a request whose answer streams, and yield ``value`` of each ``Out``/``Piece`` frame until ``Done``.
+
+        ``Fail`` raises its error, the replica's end ``ReplicaDied``; closing the iterator early cancels the request
+        on the replica.
+        """
+        rid = frame.id
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self.pending[rid] = queue
         if self.inflight == 0:
@@ -324,28 +343,27 @@ class ReplicaHandle:
         if self.deadline:
             deadline = asyncio.get_running_loop().call_later(self.deadline, queue.put_nowait, _DEADLINE)
         try:
-            self._send(p.Generate(id=rid, request=request, n=n))
+            self._send(frame)
             while True:
-                frame = await queue.get()
-                if type(frame) is p.Out:
+                item = await queue.get()
+                kind = type(item)
+                if kind is p.Out or kind is p.Piece:
                     if timer is not None:
                         timer.last = timer.loop.time()
-                    yield frame.chunk
-                elif frame is KEEPALIVE:
-                    yield KEEPALIVE
-                elif type(frame) is p.Done:
+                    yield value(item)
+                elif kind is p.Done:
                     finished = True
                     return
-                elif type(frame) is p.Fail:
+                elif kind is p.Fail:
                     finished = True
-                    raise errors.from_dict(frame.status, frame.error)
-                elif frame is _DEADLINE:
+                    raise errors.from_dict(item.status, item.error)
+                elif item is _DEADLINE:
                     raise RequestTimeout(
                         f"the request took longer than this server's limit of {self.deadline:g}s (XINF_REQUEST_TIMEOUT)"
                     )
                 else:
                     finished = True
-                    raise ReplicaDied(await self._death_notice("generating"))
+                    raise ReplicaDied(await self._death_notice(doing))
         finally:
             if timer is not None:
                 timer.cancel()
@@ -408,48 +426,11 @@ class ReplicaHandle:
         frame = await self._round_trip(p.Call(id=next(self.ids), hook=op.hook, args={"request": request}))
         return msgspec.convert(frame.value, op.result)
 
-    async def stream(self, request: Request) -> AsyncIterator[Result]:
+    def stream(self, request: Request) -> AsyncIterator[Result]:
         """The results of a request whose hook streams (speech); closing the iterator cancels it there."""
         op = operation(request)
-        rid = next(self.ids)
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        self.pending[rid] = queue
-        if self.inflight == 0:
-            self.last_progress = time.monotonic()
-        self.inflight += 1
-        finished = False
-        deadline = None
-        if self.deadline:
-            deadline = asyncio.get_running_loop().call_later(self.deadline, queue.put_nowait, _DEADLINE)
-        try:
-            self._send(p.Call(id=rid, hook=op.hook, args={"request": request}))
-            while True:
-                frame = await queue.get()
-                if type(frame) is p.Piece:
-                    yield msgspec.convert(frame.value, op.result)
-                elif type(frame) is p.Done:
-                    finished = True
-                    return
-                elif type(frame) is p.Fail:
-                    finished = True
-                    raise errors.from_dict(frame.status, frame.error)
-                elif frame is _DEADLINE:
-                    raise RequestTimeout(
-                        f"the request took longer than this server's limit of {self.deadline:g}s (XINF_REQUEST_TIMEOUT)"
-                    )
-                else:
-                    finished = True
-                    raise ReplicaDied(await self._death_notice("serving"))
-        finally:
-            if deadline is not None:
-                deadline.cancel()
-            self.pending.pop(rid, None)
-            self.inflight -= 1
-            if not finished and self.status == "ready":
-                try:
-                    self._send(p.Cancel(id=rid))
-                except ReplicaDied:
-                    pass
+        frame = p.Call(id=next(self.ids), hook=op.hook, args={"request": request})
+        return self._relay(frame, lambda piece: msgspec.convert(piece.value, op.result), "serving")
 
     async def ping(self, timeout: float) -> None:
         await self._round_trip(p.Ping(id=next(self.ids)), timeout)
@@ -469,69 +450,51 @@ class ProcessReplica(ReplicaHandle):
         python: str = sys.executable,
         on_exit: Callable[[ReplicaHandle, int], None] | None = None,
         health: HealthCheck | None = None,
+        pool: WarmPool | None = None,
     ):
         super().__init__(name=name, launch=launch, on_exit=on_exit, health=health)
         self.env = env
         self.log_path = log_path
         self.socket_path = socket_path
         self.python = python
+        self.pool = pool
         self.proc: asyncio.subprocess.Process | None = None
         self.writer: asyncio.StreamWriter | None = None
-        self.server: asyncio.AbstractServer | None = None
 
     @property
     def log(self) -> str | None:
         return str(self.log_path)
 
+    async def start(self) -> None:
+        if self.pool is None:
+            await super().start()
+            return
+        with self.pool.hold():  # the pool refills once no launch is loading
+            await super().start()
+
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.Future[int | None]]:
-        """Spawn the process and wait for it to connect to our socket."""
-        connected: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
-            asyncio.get_running_loop().create_future()
-        )
-
-        def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            if connected.done():
-                writer.close()  # only the one replica we started may connect
-            else:
-                connected.set_result((reader, writer))
-
-        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
-        self.socket_path.unlink(missing_ok=True)
-        self.server = await asyncio.start_unix_server(on_connect, path=str(self.socket_path), limit=1 << 20)
-        os.chmod(self.socket_path, 0o600)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as logfile:  # noqa: ASYNC230 (opening is instant)
-            self.proc = await asyncio.create_subprocess_exec(
-                self.python,
-                "-m",
-                "xinf.replica",
-                str(self.socket_path),
-                env=self.env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=logfile,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
+        """Take a pooled worker that fits (``xinf.warmpool``), else spawn the process; wait until it is connected."""
+        pl = self.launch.placement
+        worker = self.pool.take(self.python, self.launch.engine, self.env, pl.cores) if self.pool else None
+        if worker is not None:
+            assert worker.proc is not None and worker.connection is not None
+            self.proc, (reader, self.writer) = worker.proc, worker.connection
+            self._write(p.encode(p.Adopt(env=self.env, log=str(self.log_path))))
+        else:
+            self.proc, connection = await spawn.start(
+                self.python, [], env=self.env, log_path=self.log_path, socket_path=self.socket_path
             )
+            if connection is None:
+                self.returncode = self.proc.returncode
+                raise self._launch_error(f"{self._gone()} before connecting")
+            reader, self.writer = connection
         self.pid = self.proc.pid
-        exited: asyncio.Future[int | None] = asyncio.ensure_future(self.proc.wait())
-        first: set[asyncio.Future[Any]] = {connected, exited}
-        done, _ = await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
-        if connected not in done:
-            self.returncode = self.proc.returncode
-            raise self._launch_error(f"{self._gone()} before connecting")
-        reader, self.writer = connected.result()
-        return reader, exited
+        return reader, asyncio.ensure_future(self.proc.wait())
 
     def _write(self, data: bytes) -> None:
         if self.writer is None or self.writer.is_closing():
             raise ReplicaDied(f"{self.name} is not running")
         self.writer.write(data)
-
-    def _opened(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            self.server = None
-        self.socket_path.unlink(missing_ok=True)
 
     def _close(self) -> None:
         if self.writer is not None:
@@ -573,6 +536,10 @@ class RequestTimeout(errors.XinfError):
 _DEADLINE = object()  # queued when a request's XINF_REQUEST_TIMEOUT passes
 
 
+def _chunks(frame: p.Out) -> list[Chunk]:
+    return frame.chunks
+
+
 def _ending(code: int | None) -> str:
     """How a process ended, in words: never "exit code None"."""
     if code is None:
@@ -587,7 +554,7 @@ def _ending(code: int | None) -> str:
 
 
 class _KeepaliveTimer:
-    """Puts ``KEEPALIVE`` on a request's queue after ``interval`` seconds without output (an SSE keep-alive;
+    """Puts a keep-alive frame on a request's queue after ``interval`` seconds without output (an SSE keep-alive;
     not the health probe, which is ``ping``).
 
     One timer per stream, re-armed from the time of the last output, so the
@@ -606,7 +573,7 @@ class _KeepaliveTimer:
     def _tick(self) -> None:
         idle = self.loop.time() - self.last
         if idle >= self.interval * 0.999:
-            self.queue.put_nowait(KEEPALIVE)
+            self.queue.put_nowait(_KEEPALIVE_FRAME)
             self.last = self.loop.time()
             idle = 0.0
         self.handle = self.loop.call_later(self.interval - idle, self._tick)

@@ -67,6 +67,14 @@ class Shutdown(Frame):
     pass
 
 
+class Adopt(Frame):
+    """A pooled worker (``xinf.warmpool``) becomes a replica: it takes this environment and writes to ``log``;
+    ``Launch`` follows."""
+
+    env: dict[str, str]
+    log: str
+
+
 # replica -> server
 
 
@@ -75,9 +83,19 @@ class Hello(Frame):
     info: dict[str, Any]
 
 
+class Idle(Frame):
+    """A pooled worker is up with its engine's libraries imported; ``driver``: it loaded a GPU driver meanwhile
+    (so it can no longer be shown other devices)."""
+
+    pid: int
+    driver: bool = False
+
+
 class Out(Frame):
+    """Chunks of a ``Generate``, in order: every chunk the replica had ready when it wrote the frame."""
+
     id: int
-    chunk: Chunk
+    chunks: list[Chunk]
 
 
 class Done(Frame):
@@ -121,7 +139,9 @@ AnyFrame = (
     | Cancel
     | Ping
     | Shutdown
+    | Adopt
     | Hello
+    | Idle
     | Out
     | Done
     | Fail

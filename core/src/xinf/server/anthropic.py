@@ -21,7 +21,7 @@ from starlette.responses import Response
 from xinf.errors import InvalidRequest, XinfError
 from xinf.model import RunningModel
 from xinf.replica.handle import KEEPALIVE
-from xinf.server import limits
+from xinf.server import limits, vision
 from xinf.server.anthropic_schema import CountTokensRequest, MessagesRequest, generate_request
 from xinf.server.http import decode, encode_json, json_response, read_body
 from xinf.server.openai import keepalive
@@ -92,6 +92,7 @@ async def messages(request: Request) -> Response:
     req = decode(await read_body(request, st.max_body), MessagesRequest)
     model = chat_model(st, req.model)
     gen = _check(req, model, st)
+    gen.messages = await vision.resolve(gen.messages, st.settings)
     cap = st.settings.max_tokens
     if cap is not None and req.max_tokens > cap:
         raise InvalidRequest(f"max_tokens {req.max_tokens} is over this server's limit of {cap}", param="max_tokens")
@@ -109,6 +110,7 @@ async def count_tokens(request: Request) -> Response:
     req = decode(await read_body(request, st.max_body), CountTokensRequest)
     model = chat_model(st, req.model)
     gen = _check(req, model, st)
+    gen.messages = await vision.resolve(gen.messages, st.settings)
     gen.max_tokens = 1
     gen.tool_choice = None  # the tools count, but nothing is forced
     prompt_tokens = 0

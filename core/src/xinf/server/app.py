@@ -27,6 +27,7 @@ from xinf.server import (
     audio,
     completions,
     embeddings,
+    imageedits,
     images,
     lifecycle,
     openai,
@@ -58,13 +59,16 @@ async def metrics(request: Request) -> Response:
     if request.app.state.exporter is None:  # prometheus_client is imported on the first scrape
         from xinf.metrics import Exporter
 
-        request.app.state.exporter = Exporter(st.manager.models)
+        request.app.state.exporter = Exporter(st.manager.models, st.manager.pool)
     body, content_type = request.app.state.exporter.render()
     return Response(body, media_type=content_type)
 
 
 def routes(settings: Settings) -> list[BaseRoute]:
     table: list[BaseRoute] = [
+        # First: starlette tries routes in order, and these take most requests.
+        Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions.completions, methods=["POST"]),
         *xinference.routes(),  # fixed paths ahead of /v1/models/{uid} and friends
         *lifecycle.routes(),
         Route("/health", admin.health, methods=["GET"]),
@@ -84,8 +88,6 @@ def routes(settings: Settings) -> list[BaseRoute]:
         Route("/v1/models/{uid}/adapters", adapter_routes.add, methods=["POST"]),
         Route("/v1/models/{uid}/adapters/{name}", adapter_routes.remove, methods=["DELETE"]),
         Route("/v1/models/{uid}/replicas/{replica_id}", admin.remove_replica, methods=["DELETE"]),
-        Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
-        Route("/v1/completions", completions.completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings.embeddings, methods=["POST"]),
         Route("/v1/messages", anthropic.messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", anthropic.count_tokens, methods=["POST"]),
@@ -94,6 +96,8 @@ def routes(settings: Settings) -> list[BaseRoute]:
         Route("/v1/audio/translations", audio.translations, methods=["POST"]),
         Route("/v1/audio/speech", audio.speech, methods=["POST"]),
         Route("/v1/images/generations", images.generations, methods=["POST"]),
+        Route("/v1/images/edits", imageedits.edits, methods=["POST"]),
+        Route("/v1/images/variations", imageedits.edits, methods=["POST"]),
         Route("/v1/images/files/{name}", images.image_file, methods=["GET"], name="image_file"),
         Route("/v1/engines", admin.engines, methods=["GET"]),
         Route("/v1/model_registrations/{model_type}", admin.registrations, methods=["GET"]),
@@ -159,6 +163,7 @@ def create_app(
         ]
         tasks.append(asyncio.ensure_future(asyncio.to_thread(storage.sweep, settings.home)))
         lifecycle.autostart(st).start_all()  # models marked for autostart come back with the server
+        manager.open_pools()
         try:
             yield
         finally:

@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
+import msgspec
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from xinf.audio import MEDIA_TYPES, Encoder, check_format
-from xinf.errors import InvalidRequest, PayloadTooLarge
-from xinf.operations import AudioChunk, SpeechRequest, TranscribeRequest, TranscribeResult
+from xinf.errors import InvalidRequest
+from xinf.operations import AudioChunk, SpeechRequest, TranscribeRequest, TranscribeResult, TranscribeStreamRequest
 from xinf.schemas_audio import TRANSCRIPT_FORMATS, TRANSCRIPTION_FIELDS, SpeechBody
-from xinf.server.http import decode, json_response, read_body
+from xinf.server.http import check_multipart, decode, json_response, read_body
 from xinf.server.state import state
 from xinf.server.streams import until_disconnect
+from xinf.server.transcripts import transcript_stream
 from xinf.server.types import model_for
 
 # ---------------------------------------------------------------- speech to text
@@ -31,11 +33,7 @@ async def translations(request: Request) -> Response:
 
 async def _transcribe(request: Request, task: str) -> Response:
     st = state(request)
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InvalidRequest("send the audio as multipart/form-data with a 'file' field", param="file")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > st.max_body:
-        raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {st.max_body}")
+    check_multipart(request, st.max_body, "file", "the audio")
     async with request.form(max_files=1, max_fields=64) as form:
         unknown = sorted(set(form.keys()) - TRANSCRIPTION_FIELDS)
         if unknown:
@@ -60,23 +58,17 @@ async def _transcribe(request: Request, task: str) -> Response:
         raise InvalidRequest(
             f"timestamp_granularities may hold word and segment, not {bad[0]!r}", param="timestamp_granularities"
         )
-    if fields.get("stream", "false").lower() == "true":
-        raise InvalidRequest(
-            "streamed transcriptions are not supported here", param="stream", code="unsupported_parameter"
-        )
-    result: TranscribeResult = await until_disconnect(
-        request,
-        model.serve(
-            TranscribeRequest(
-                audio=audio,
-                task=task,  # type: ignore[arg-type]
-                language=fields.get("language") or None,
-                prompt=fields.get("prompt") or None,
-                temperature=_temperature(fields.get("temperature")),
-                word_timestamps="word" in granularities,
-            )
-        ),
+    heard = TranscribeRequest(
+        audio=audio,
+        task=task,  # type: ignore[arg-type]
+        language=fields.get("language") or None,
+        prompt=fields.get("prompt") or None,
+        temperature=_temperature(fields.get("temperature")),
+        word_timestamps="word" in granularities,
     )
+    if fields.get("stream", "false").lower() == "true":
+        return await transcript_stream(model, TranscribeStreamRequest(**msgspec.structs.asdict(heard)), fmt)
+    result: TranscribeResult = await until_disconnect(request, model.serve(heard))
     return _transcript(result, fmt, task, "word" in granularities)
 
 

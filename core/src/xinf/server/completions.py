@@ -20,21 +20,19 @@ from starlette.responses import Response
 from xinf import adapters
 from xinf.errors import InvalidRequest
 from xinf.model import RunningModel
-from xinf.replica.handle import KEEPALIVE
+from xinf.replica.handle import KEEPALIVE, KEEPALIVE_BATCH
 from xinf.schemas import CompletionRequest
 from xinf.server import limits
-from xinf.server.http import decode, json_response, read_body
+from xinf.server.http import decode, encode_json, json_response, read_body
 from xinf.server.openai import fingerprint, keepalive, sampling_fields
 from xinf.server.state import State, state
 from xinf.server.streams import (
-    DONE,
-    PING,
+    Batch,
     Usage,
     chain,
+    event_stream,
     first_and_rest,
     merged,
-    sse,
-    stream_error,
     streamed,
     until_disconnect,
 )
@@ -166,11 +164,11 @@ async def completions(request: Request) -> Response:
     pings = keepalive(st, req.stream)
     cid = f"cmpl-{secrets.token_hex(12)}"
     tracked = st.requests.start(model.uid, req.request_id or cid, gens[0].max_tokens, req.n * len(gens))
-    stream = merged([model.generate(g, req.n, pings) for g in gens], req.n)
+    stream = merged([model.batches(g, req.n, pings) for g in gens], req.n)
     first, rest = await first_and_rest(st.requests.watch(tracked, stream))
     choices = Choices(req, prompts, gens)
-    if first is not None and first is not KEEPALIVE:
-        choices.check_first(first)  # a 400 before any output is sent
+    if first is not None and first is not KEEPALIVE_BATCH:
+        choices.check_first(first[0])  # a 400 before any output is sent
     meta = {"id": cid, "created": int(time.time()), "fp": fingerprint(st, model)}
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -179,19 +177,20 @@ async def completions(request: Request) -> Response:
 
 
 async def completion_body(
-    stream: AsyncIterator[Chunk], meta: dict[str, Any], req: CompletionRequest, choices: Choices
+    stream: AsyncIterator[Batch], meta: dict[str, Any], req: CompletionRequest, choices: Choices
 ) -> Any:
     total = choices.total
     texts: list[list[str]] = [[] for _ in range(total)]
     logprobs: list[list[TokenLogprob]] = [[] for _ in range(total)]
     finish: list[str | None] = [None] * total
-    async for chunk in stream:
-        if chunk is KEEPALIVE:
-            continue
-        text, items = choices.take(chunk)
-        texts[chunk.index].append(text)
-        logprobs[chunk.index].extend(items)
-        finish[chunk.index] = choices.finish(chunk) or finish[chunk.index]
+    async for batch in stream:
+        for chunk in batch:
+            if chunk is KEEPALIVE:
+                continue
+            text, items = choices.take(chunk)
+            texts[chunk.index].append(text)
+            logprobs[chunk.index].extend(items)
+            finish[chunk.index] = choices.finish(chunk) or finish[chunk.index]
     wants = req.logprobs is not None
     body = [
         {
@@ -213,8 +212,8 @@ async def completion_body(
     }
 
 
-async def completion_events(
-    stream: AsyncIterator[Chunk], meta: dict[str, Any], req: CompletionRequest, choices: Choices, include_usage: bool
+def completion_events(
+    stream: AsyncIterator[Batch], meta: dict[str, Any], req: CompletionRequest, choices: Choices, include_usage: bool
 ) -> AsyncIterator[bytes]:
     base: dict[str, Any] = {
         "id": meta["id"],
@@ -223,31 +222,34 @@ async def completion_events(
         "model": req.model,
         "system_fingerprint": meta["fp"],
     }
-    if include_usage:
-        base["usage"] = None
-    total = choices.total
-    finish: list[str | None] = [None] * total
-    offsets = [0] * total
-    try:
-        async for chunk in stream:
-            if chunk is KEEPALIVE:
-                yield PING
-                continue
-            text, items = choices.take(chunk)
-            if text or items:
-                choice = _text(chunk.index, text)
-                if items and req.logprobs is not None:
-                    choice["logprobs"] = completion_logprobs(items, offsets[chunk.index])
-                offsets[chunk.index] += len(text)
-                yield sse({**base, "choices": [choice]})
-            finish[chunk.index] = choices.finish(chunk) or finish[chunk.index]
-        for i in range(total):
-            yield sse({**base, "choices": [_text(i, "", finish[i] or "stop")]})
-        if include_usage:
-            yield sse({**base, "choices": [], "usage": choices.usage.as_dict(req.n)})
-    except Exception as exc:
-        yield stream_error(meta["id"], exc)
-    yield DONE
+    offsets = [0] * choices.total
+    heads = [b'{"index":%d,"text":' % i for i in range(choices.total)]  # text alone: no dict in between
+    rest = b',"logprobs":null,"finish_reason":null}'
+
+    def choice(chunk: Chunk) -> bytes | None:
+        text, items = choices.take(chunk)
+        if not (text or items):
+            return None
+        i = chunk.index
+        offset = offsets[i]
+        offsets[i] += len(text)
+        if not items or req.logprobs is None:
+            return b"".join((heads[i], encode_json(text), rest))
+        event = _text(i, text)
+        event["logprobs"] = completion_logprobs(items, offset)
+        return encode_json(event)
+
+    return event_stream(
+        stream,
+        base,
+        total=choices.total,
+        n=req.n,
+        include_usage=include_usage,
+        opening=[],
+        choice=choice,
+        closing=lambda i, finish: _text(i, "", finish),
+        finish_of=choices.finish,
+    )
 
 
 def _text(index: int, text: str, finish: str | None = None) -> dict[str, Any]:

@@ -79,13 +79,27 @@ def _param(text: str, field: str) -> str:
     return f"{prefix}.{field}" if prefix else field
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing with 413 as soon as it passes ``limit`` bytes."""
+def check_declared_length(request: Request, limit: int) -> None:
+    """413 before reading when the declared ``content-length`` passes ``limit`` bytes."""
     from xinf.errors import PayloadTooLarge
 
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit}")
+
+
+def check_multipart(request: Request, limit: int, field: str, what: str) -> None:
+    """A multipart upload's checks before its form is read: its content type (400 naming ``field``) and length."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidRequest(f"send {what} as multipart/form-data with a '{field}' field", param=field)
+    check_declared_length(request, limit)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing with 413 as soon as it passes ``limit`` bytes."""
+    from xinf.errors import PayloadTooLarge
+
+    check_declared_length(request, limit)
     chunks = []
     size = 0
     async for chunk in request.stream():

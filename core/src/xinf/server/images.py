@@ -33,28 +33,34 @@ _NAME = re.compile(r"^[0-9a-f]{32}\.png$")
 
 async def generations(request: Request) -> Response:
     st = state(request)
-    body = _merge_kwargs(decode(await read_body(request, st.max_body), ImageBody))
+    body = merge_kwargs(decode(await read_body(request, st.max_body), ImageBody))
+    if body.strength is not None:
+        raise InvalidRequest("strength applies to image edits (POST /v1/images/edits)", param="strength")
     model = model_for(st, body.model, "text2image")
     width, height = parse_size(body.size)
-    result: ImageResult = await until_disconnect(
-        request,
-        model.serve(
-            ImageRequest(
-                prompt=body.prompt,
-                n=body.n,
-                width=width,
-                height=height,
-                seed=body.seed,
-                negative_prompt=body.negative_prompt,
-                steps=body.num_inference_steps,
-                guidance_scale=body.guidance_scale,
-            )
-        ),
-    )
-    if body.response_format == "b64_json":
+    image = ImageRequest(width=width, height=height, **shared_fields(body))
+    result: ImageResult = await until_disconnect(request, model.serve(image))
+    return respond(request, result, body.response_format)
+
+
+def shared_fields(body: ImageBody) -> dict[str, Any]:
+    """What text-to-image and image-to-image requests take alike from a body."""
+    return {
+        "prompt": body.prompt,
+        "n": body.n,
+        "seed": body.seed,
+        "negative_prompt": body.negative_prompt,
+        "steps": body.num_inference_steps,
+        "guidance_scale": body.guidance_scale,
+    }
+
+
+def respond(request: Request, result: ImageResult, response_format: str) -> Response:
+    """OpenAI's images answer: base64 PNGs, or links to files kept for an hour."""
+    if response_format == "b64_json":
         data = [{"b64_json": base64.b64encode(png).decode()} for png in result.images]
     else:
-        folder = _folder(st.settings.home)
+        folder = _folder(state(request).settings.home)
         data = []
         for png in result.images:
             name = f"{uuid.uuid4().hex}.png"
@@ -71,7 +77,7 @@ async def image_file(request: Request) -> Response:
     return FileResponse(path, media_type="image/png")
 
 
-def _merge_kwargs(body: ImageBody) -> ImageBody:
+def merge_kwargs(body: ImageBody) -> ImageBody:
     """xinference-client puts extra arguments in ``kwargs`` (a JSON string): they count as fields."""
     if not body.kwargs:
         return body

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import secrets
 import time
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,10 +17,11 @@ from xinf import adapters
 from xinf.errors import InvalidRequest
 from xinf.model import RunningModel
 from xinf.schemas import ChatRequest, Sampling
-from xinf.server import limits
-from xinf.server.http import decode, json_response, read_body
+from xinf.server import limits, vision
+from xinf.server.http import decode, encode_json, json_response, read_body
 from xinf.server.state import State, state
 from xinf.server.streams import (
+    Batch,
     Collected,
     chain,
     event_stream,
@@ -43,8 +45,18 @@ def keepalive(st: State, stream: bool) -> float | None:
 # ---------------------------------------------------------------- requests
 
 
+_fingerprints: weakref.WeakKeyDictionary[RunningModel, str] = weakref.WeakKeyDictionary()
+
+
 def fingerprint(st: State, model: RunningModel) -> str:
     """OpenAI's ``system_fingerprint``: changes when xinf, the engine plugin or the model's build changes."""
+    known = _fingerprints.get(model)  # computed once per launched model: it is in every request's answer
+    if known is None:
+        known = _fingerprints[model] = _fingerprint(st, model)
+    return known
+
+
+def _fingerprint(st: State, model: RunningModel) -> str:
     from xinf import __version__
 
     info = st.plugins.engines.get(model.engine)
@@ -162,12 +174,11 @@ async def chat_completions(request: Request) -> Response:
     model, adapter = adapters.lookup(st.manager, req.model, req.lora_name)
     limits.check_chat(req, model.spec.abilities, model.uid, st.settings)
     gen = chat_request(req, model, st)
+    gen.messages = await vision.resolve(gen.messages, st.settings)  # image_url parts -> image bytes
     gen.adapter = adapter
     cid = f"chatcmpl-{secrets.token_hex(12)}"
     tracked = st.requests.start(model.uid, req.request_id or cid, gen.max_tokens, req.n)
-    first, rest = await first_and_rest(
-        st.requests.watch(tracked, model.generate(gen, req.n, keepalive(st, req.stream)))
-    )
+    first, rest = await first_and_rest(st.requests.watch(tracked, model.batches(gen, req.n, keepalive(st, req.stream))))
     created = int(time.time())
     fp = fingerprint(st, model)
     if req.stream:
@@ -177,7 +188,7 @@ async def chat_completions(request: Request) -> Response:
     return json_response({**body, "system_fingerprint": fp})
 
 
-async def chat_body(stream: AsyncIterator[Chunk], cid: str, created: int, req: ChatRequest, model: RunningModel) -> Any:
+async def chat_body(stream: AsyncIterator[Batch], cid: str, created: int, req: ChatRequest, model: RunningModel) -> Any:
     got = await Collected([""] * req.n).read(stream)
     choices = []
     for i in range(req.n):
@@ -199,9 +210,15 @@ async def chat_body(stream: AsyncIterator[Chunk], cid: str, created: int, req: C
 
 
 def chat_events(
-    stream: AsyncIterator[Chunk], cid: str, created: int, model: str, n: int, include_usage: bool, fp: str
+    stream: AsyncIterator[Batch], cid: str, created: int, model: str, n: int, include_usage: bool, fp: str
 ) -> AsyncIterator[bytes]:
-    def choice(chunk: Chunk) -> dict[str, Any] | None:
+    # A chunk of text alone (most of them) is written from bytes made once per choice, no dict in between.
+    heads = [b'{"index":%d,"delta":{"content":' % i for i in range(n)]
+    rest = b'},"logprobs":null,"finish_reason":null}'
+
+    def choice(chunk: Chunk) -> bytes | None:
+        if not (chunk.reasoning or chunk.tool_calls or chunk.logprobs):
+            return b"".join((heads[chunk.index], encode_json(chunk.text), rest)) if chunk.text else None
         delta: dict[str, Any] = {}
         if chunk.reasoning:
             delta["reasoning_content"] = chunk.reasoning
@@ -209,12 +226,10 @@ def chat_events(
             delta["content"] = chunk.text
         if chunk.tool_calls:
             delta["tool_calls"] = chunk.tool_calls
-        if not delta and not chunk.logprobs:
-            return None
         out = _delta(chunk.index, delta)
         if chunk.logprobs:
             out["logprobs"] = chat_logprobs(chunk.logprobs)
-        return out
+        return encode_json(out)
 
     return event_stream(
         stream,

@@ -60,6 +60,8 @@ ROUTES: list[tuple[str, str, str, str | None, list[str]]] = [
     ("post", "/v1/audio/translations", "Speech to English text (multipart/form-data)", None, []),
     ("post", "/v1/audio/speech", "Text to speech (audio bytes)", "SpeechBody", []),
     ("post", "/v1/images/generations", "Text to image", "ImageBody", []),
+    ("post", "/v1/images/edits", "Image to image (multipart/form-data: image, prompt, model, ...)", None, []),
+    ("post", "/v1/images/variations", "Image to image, as xinference-client's image_to_image sends it", None, []),
     ("get", "/v1/images/files/{name}", "A generated image (PNG)", None, ["name"]),
     ("get", "/v1/engines", "Installed engines", None, []),
     ("get", "/v1/engines/{model_name}", "Engines able to serve a model (Xinference's shape)", None, ["model_name"]),

@@ -8,23 +8,25 @@ import asyncio
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
 
 from xinf.errors import XinfError
-from xinf.replica.handle import KEEPALIVE
+from xinf.replica.handle import KEEPALIVE, KEEPALIVE_BATCH
 from xinf.server.http import encode_json
+from xinf.server.sse import DONE, EventStream
 from xinf.types import Chunk, TokenLogprob
 
 log = logging.getLogger(__name__)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 PING = b": ping\n\n"  # an SSE comment: clients ignore it, proxies see the connection is alive
+T = TypeVar("T")
+Batch = list[Chunk]  # the chunks one frame of a replica brought (``RunningModel.batches``)
 
 
-async def first_and_rest(stream: AsyncIterator[Chunk]) -> tuple[Chunk | None, AsyncIterator[Chunk]]:
-    """Wait for the first chunk, so that errors before any output get a proper status."""
+async def first_and_rest(stream: AsyncIterator[T]) -> tuple[T | None, AsyncIterator[T]]:
+    """Wait for the first item (a batch of chunks), so that errors before any output get a proper status."""
     try:
         first = await stream.__anext__()
     except StopAsyncIteration:
@@ -35,28 +37,29 @@ async def first_and_rest(stream: AsyncIterator[Chunk]) -> tuple[Chunk | None, As
     return first, stream
 
 
-async def chain(first: Chunk | None, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+async def chain(first: T | None, rest: AsyncIterator[T]) -> AsyncIterator[T]:
     if first is not None:
         yield first
-    async for chunk in rest:
-        yield chunk
+    async for item in rest:
+        yield item
 
 
-async def merged(streams: list[AsyncIterator[Chunk]], n: int) -> AsyncIterator[Chunk]:
-    """Several prompts' streams as one, choice indexes offset by prompt."""
+async def merged(streams: list[AsyncIterator[Batch]], n: int) -> AsyncIterator[Batch]:
+    """Several prompts' streams of batches as one, choice indexes offset by prompt."""
     if len(streams) == 1:
-        async for chunk in streams[0]:
-            yield chunk
+        async for batch in streams[0]:
+            yield batch
         return
     queue: asyncio.Queue[Any] = asyncio.Queue()
     done = object()
 
-    async def pump(i: int, stream: AsyncIterator[Chunk]) -> None:
+    async def pump(i: int, stream: AsyncIterator[Batch]) -> None:
         try:
-            async for chunk in stream:
-                if chunk is not KEEPALIVE:
-                    chunk.index += i * n
-                queue.put_nowait(chunk)
+            async for batch in stream:
+                if batch is not KEEPALIVE_BATCH:
+                    for chunk in batch:
+                        chunk.index += i * n
+                queue.put_nowait(batch)
         except BaseException as exc:
             queue.put_nowait(exc)
         finally:
@@ -97,9 +100,6 @@ async def _disconnected(request: Request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
-
-
-DONE = b"data: [DONE]\n\n"
 
 
 def stream_error(cid: str, exc: Exception) -> bytes:
@@ -157,19 +157,20 @@ class Collected:
         self.finish: list[str | None] = [None] * len(prefixes)
         self.usage = Usage()
 
-    async def read(self, stream: AsyncIterator[Chunk]) -> Collected:
-        async for chunk in stream:
-            i = chunk.index
-            self.texts[i].append(chunk.text)
-            if chunk.reasoning:
-                self.thoughts[i].append(chunk.reasoning)
-            if chunk.logprobs:
-                self.logprobs[i].extend(chunk.logprobs)
-            if chunk.tool_calls:
-                self.tool_calls[i].extend(chunk.tool_calls)
-            if chunk.finish_reason:
-                self.finish[i] = chunk.finish_reason
-            self.usage.add(chunk)
+    async def read(self, stream: AsyncIterator[Batch]) -> Collected:
+        async for batch in stream:
+            for chunk in batch:
+                i = chunk.index
+                self.texts[i].append(chunk.text)
+                if chunk.reasoning:
+                    self.thoughts[i].append(chunk.reasoning)
+                if chunk.logprobs:
+                    self.logprobs[i].extend(chunk.logprobs)
+                if chunk.tool_calls:
+                    self.tool_calls[i].extend(chunk.tool_calls)
+                if chunk.finish_reason:
+                    self.finish[i] = chunk.finish_reason
+                self.usage.add(chunk)
         return self
 
     def text(self, i: int) -> str:
@@ -202,46 +203,64 @@ def response_body(
 
 
 async def event_stream(
-    stream: AsyncIterator[Chunk],
+    stream: AsyncIterator[Batch],
     base: dict[str, Any],
     *,
     total: int,
     n: int,
     include_usage: bool,
     opening: list[dict[str, Any]],
-    choice: Callable[[Chunk], dict[str, Any] | None],
+    choice: Callable[[Chunk], bytes | None],
     closing: Callable[[int, str], dict[str, Any]],
+    finish_of: Callable[[Chunk], str | None] = lambda chunk: chunk.finish_reason,
 ) -> AsyncIterator[bytes]:
     """The SSE events of a streamed request: ``opening`` choices, one event per chunk that ``choice`` turns
-    into a choice, a ``closing`` choice per choice with its finish reason, the usage if asked, then [DONE].
+    into a choice (its JSON), a ``closing`` choice per choice with its finish reason (``finish_of`` a chunk),
+    the usage if asked, then [DONE].
 
-    Keep-alives become SSE comments; an error after the 200 ends the stream with an error event.
+    Each batch of chunks is one write (the opening goes with the first); once every choice has its finish
+    reason, the rest of the stream goes out with the closing events in the last write. Keep-alives become SSE
+    comments; an error after the 200 ends the stream with an error event.
     """
     if include_usage:
         base = {**base, "usage": None}
+    # Every event is ``data: {base..., "choices": [CHOICE]}``: the bytes around CHOICE are encoded once.
+    head = b"data: " + encode_json({**base, "choices": []})[:-2]
+    tail = b"]}\n\n"
     finish: list[str | None] = [None] * total
+    running = total  # choices without a finish reason yet
     usage = Usage()
+    parts: list[bytes] = []
     try:
         for first in opening:
-            yield sse({**base, "choices": [first]})
-        async for chunk in stream:
-            if chunk is KEEPALIVE:
-                yield PING
-                continue
-            event = choice(chunk)
-            if event is not None:
-                yield sse({**base, "choices": [event]})
-            if chunk.finish_reason:
-                finish[chunk.index] = chunk.finish_reason
-            usage.add(chunk)
+            parts += (head, encode_json(first), tail)
+        async for batch in stream:
+            for chunk in batch:
+                if chunk is KEEPALIVE:
+                    parts.append(PING)
+                    continue
+                event = choice(chunk)
+                if event is not None:
+                    parts += (head, event, tail)
+                done = finish_of(chunk)
+                if done:
+                    if finish[chunk.index] is None:
+                        running -= 1
+                    finish[chunk.index] = done
+                if chunk.usage is not None:
+                    usage.add(chunk)
+            if parts and running:
+                yield b"".join(parts)
+                parts = []
         for i in range(total):
-            yield sse({**base, "choices": [closing(i, finish[i] or "stop")]})
+            parts += (head, encode_json(closing(i, finish[i] or "stop")), tail)
         if include_usage:
-            yield sse({**base, "choices": [], "usage": usage.as_dict(n)})
+            parts.append(sse({**base, "choices": [], "usage": usage.as_dict(n)}))
     except Exception as exc:
-        yield stream_error(base["id"], exc)
-    yield DONE
+        parts.append(stream_error(base["id"], exc))
+    parts.append(DONE)
+    yield b"".join(parts)
 
 
-def streamed(events: AsyncIterator[bytes]) -> StreamingResponse:
-    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+def streamed(events: AsyncIterator[bytes]) -> EventStream:
+    return EventStream(events, media_type="text/event-stream", headers=SSE_HEADERS)

@@ -13,10 +13,12 @@ from starlette.staticfiles import StaticFiles
 
 ASSETS = Path(__file__).resolve().parent.parent / "web"
 
-# The page loads only its own files and talks only to this server; nothing inline, no frames.
+# The page loads only its own files and talks only to this server; nothing inline, no frames. Generated images
+# come back as data: URLs and synthesised speech plays from a blob: URL.
 HEADERS = {
     "content-security-policy": (
-        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+        "default-src 'self'; img-src 'self' data:; media-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'"
     ),
     "x-content-type-options": "nosniff",
     "cache-control": "no-cache",

@@ -52,6 +52,7 @@ from xinf.devices import inventory
 from xinf.errors import InvalidRequest, XinfError
 from xinf.operations import (
     AudioChunk,
+    ImageEditRequest,
     ImageRequest,
     ImageResult,
     RerankRequest,
@@ -59,6 +60,8 @@ from xinf.operations import (
     SpeechRequest,
     TranscribeRequest,
     TranscribeResult,
+    TranscribeStreamRequest,
+    TranscriptPiece,
 )
 from xinf.plugins import GROUP, PluginHost
 from xinf.types import (
@@ -85,7 +88,14 @@ def text_of(chunks: list[Chunk]) -> str:
 
 
 #: the hooks of the other model types, and the ability their model has
-OPERATIONS = {"rerank": "rerank", "transcribe": "audio2text", "speech": "text2audio", "text_to_image": "text2image"}
+OPERATIONS = {
+    "rerank": "rerank",
+    "transcribe": "audio2text",
+    "transcribe_stream": "audio2text",
+    "speech": "text2audio",
+    "text_to_image": "text2image",
+    "image_to_image": "text2image",
+}
 
 
 def tone_wav(seconds: float = 1.0, rate: int = 16000) -> bytes:
@@ -208,6 +218,14 @@ class EngineContract:
         code = f"import sys, json, {module}; print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+    def test_warm_imports_import_in_a_worker(self, host: PluginHost) -> None:
+        """Every module of the plugin's ``WARM_IMPORTS`` imports as a warm-pool worker imports it (xinf.warmpool)."""
+        from xinf.replica import warm
+
+        declared = getattr(host.pm.get_plugin(self.engine), "WARM_IMPORTS", None) or []
+        assert isinstance(declared, list) and all(isinstance(name, str) for name in declared)
+        assert warm.warm_imports(self.engine) == declared
 
     def test_matches_its_model(self, host: PluginHost, spec: ModelSpec) -> None:
         answer = host.hook(self.engine, "match_model")(spec=spec, hardware=inventory())
@@ -374,6 +392,16 @@ class EngineContract:
         assert result.duration == pytest.approx(1.0, abs=0.1)
 
     @aio
+    async def test_transcribe_stream_says_the_duration_first(
+        self, host: PluginHost, operation_specs: dict[str, ModelSpec]
+    ) -> None:
+        async with self.loaded_for(host, operation_specs, "transcribe_stream") as model:
+            request = TranscribeStreamRequest(audio=tone_wav())
+            pieces = [p async for p in host.hook(self.engine, "transcribe_stream")(model=model, request=request)]
+        assert pieces and all(isinstance(p, TranscriptPiece) for p in pieces)
+        assert pieces[0].text == "" and pieces[0].duration == pytest.approx(1.0, abs=0.1)
+
+    @aio
     async def test_speech_streams_audio(self, host: PluginHost, operation_specs: dict[str, ModelSpec]) -> None:
         async with self.loaded_for(host, operation_specs, "speech") as model:
             request = SpeechRequest(input="The sea is calm today.")
@@ -388,6 +416,22 @@ class EngineContract:
             result = await resolved(host.hook(self.engine, "text_to_image")(model=model, request=request))
         assert isinstance(result, ImageResult) and len(result.images) == 1
         assert result.images[0].startswith(b"\x89PNG")
+
+    @aio
+    async def test_image_to_image_keeps_the_size(self, host: PluginHost, operation_specs: dict[str, ModelSpec]) -> None:
+        async with self.loaded_for(host, operation_specs, "image_to_image") as model:
+            made = await resolved(
+                host.hook(self.engine, "text_to_image")(
+                    model=model, request=ImageRequest(prompt="a red square", width=64, height=48, seed=1)
+                )
+            )
+            request = ImageEditRequest(image=made.images[0], prompt="a blue square", seed=1)
+            result = await resolved(host.hook(self.engine, "image_to_image")(model=model, request=request))
+            with pytest.raises(InvalidRequest):
+                bad = ImageEditRequest(image=b"not a picture", prompt="a blue square")
+                await resolved(host.hook(self.engine, "image_to_image")(model=model, request=bad))
+        assert isinstance(result, ImageResult) and len(result.images) == 1
+        assert result.images[0].startswith(b"\x89PNG") and result.images[0][16:24] == made.images[0][16:24]
 
     @aio
     async def test_context_overflow_is_a_client_error(self, host: PluginHost, model: Any) -> None:

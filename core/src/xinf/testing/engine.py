@@ -18,6 +18,8 @@ Launch options (``xinf launch ... --option value`` or extra launch JSON keys):
 - ``hang_on_start``: block the event loop for that many seconds once loaded.
 - ``stall_after``: stop producing output after that many chunks while the replica
   keeps answering pings (a stuck engine the health check cannot see).
+- ``script_preloaded``: replay ``NAME True`` or ``NAME False``: whether module NAME
+  was imported before ``load`` (a warm worker imports ``WARM_IMPORTS`` ahead).
 - ``script_path``: replay the model's local path (where its files were downloaded).
 - ``script_import``: replay ``NAME VERSION FILE`` of this module as imported by
   the replica (shows which environment the replica runs in).
@@ -29,6 +31,9 @@ Launch options (``xinf launch ... --option value`` or extra launch JSON keys):
 - ``host_memory``: bytes it reports as host memory on the CPU (default 64 MiB:
   the test engine holds no weights, and its replicas must fit small machines).
 - ``context_length``: prompt words allowed (default 2048).
+- ``describe_images``: answer with what each image part of the request holds
+  (``image/png 68 bytes sha256:<16 hex>``, ``; `` between them): shows what
+  reached the engine.  Each image counts as one prompt word.
 """
 
 from __future__ import annotations
@@ -58,8 +63,12 @@ from xinf.types import (
     TokenLogprob,
     Usage,
 )
+from xinf.vision import Image, images_of, is_image
 
 ENGINE = "test"
+#: Imported by a warm-pool worker before its launch (``xinf.warmpool``): a stdlib module nothing else in a replica
+#: imports, so ``script_preloaded`` shows whether the worker that loaded a model was a pre-started one.
+WARM_IMPORTS = ["colorsys"]
 WORDS = (
     "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima "
     "mike november oscar papa quebec romeo sierra tango uniform victor whiskey"
@@ -78,6 +87,7 @@ class TestOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     hang_on_start: float = 0.0
     stall_after: int | None = None
     script_import: str | None = None
+    script_preloaded: str | None = None
     script_path: bool = False
     load_delay: float = 0.0
     fail_load: str | None = None
@@ -86,6 +96,7 @@ class TestOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host_memory: int = 64 << 20
     context_length: int = 2048
     max_tokens_default: int = 16
+    describe_images: bool = False
 
 
 class TestModel:
@@ -135,6 +146,10 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Test
         opts.script = f"{opts.script_env}={os.environ.get(opts.script_env, '<unset>')}"
     if opts.script_path:
         opts.script = spec.source.path or "<none>"
+    if opts.script_preloaded is not None:
+        import sys
+
+        opts.script = f"{opts.script_preloaded} {opts.script_preloaded in sys.modules}"
     if opts.script_import is not None:
         import importlib
         import importlib.metadata
@@ -207,6 +222,8 @@ async def _generate(model: TestModel, request: GenerateRequest) -> AsyncIterator
     max_tokens = request.max_tokens or opts.max_tokens_default
     stops = StopMatcher(request.stop)
     pieces = _pieces(opts, prompt, request.seed)
+    if opts.describe_images:
+        pieces = ["; ".join(_describe(image) for image in images_of(request.messages))]
     produced = 0
     finish = "length"
     for n, piece in enumerate(pieces):
@@ -214,6 +231,12 @@ async def _generate(model: TestModel, request: GenerateRequest) -> AsyncIterator
             break
         if opts.token_delay:
             await asyncio.sleep(opts.token_delay)
+        if (opts.crash_after is not None and n >= opts.crash_after) or (
+            opts.hang_after is not None and n >= opts.hang_after
+        ):
+            # One turn of the event loop first: the replica sends what is ready once per turn, and a real engine
+            # that crashes or hangs has had its earlier tokens sent by then.
+            await asyncio.sleep(0)
         if opts.crash_after is not None and n >= opts.crash_after:
             os._exit(17)
         if opts.hang_after is not None and n >= opts.hang_after:
@@ -277,10 +300,14 @@ def _prompt_text(request: GenerateRequest) -> str:
     parts = []
     for message in request.messages:
         content = message.get("content")
-        if isinstance(content, list):
-            content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        if isinstance(content, list):  # an image is one word
+            content = " ".join("<image>" if is_image(p) else str(p.get("text", "")) for p in content)
         parts.append(str(content or ""))
     return " ".join(parts)
+
+
+def _describe(image: Image) -> str:
+    return f"{image.media_type} {len(image.data)} bytes sha256:{hashlib.sha256(image.data).hexdigest()[:16]}"
 
 
 def _pieces(opts: TestOptions, prompt: str, seed: int | None) -> list[str]:

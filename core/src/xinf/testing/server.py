@@ -111,6 +111,17 @@ class ServerProcess:
             os.killpg(proc.pid, signal.SIGKILL)  # the server and any replica left
             proc.wait()
 
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of ``name``'s samples in ``GET /metrics`` whose labels include ``labels`` (0 when none)."""
+        want = [f'{k}="{v}"' for k, v in labels.items()]
+        total = 0.0
+        for line in self.http.get("/metrics").text.splitlines():
+            head, _, value = line.rpartition(" ")
+            metric, _, rest = head.partition("{")
+            if metric == name and all(w in rest.rstrip("}").split(",") for w in want):
+                total += float(value)
+        return total
+
     def launch(self, **body: Any) -> str:
         """POST /v1/models and return the uid; raises with the server's message on error."""
         response = self.http.post("/v1/models", json=body)

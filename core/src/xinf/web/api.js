@@ -44,12 +44,14 @@ export function setApiKey(key) {
 export async function request(path, { method = "GET", body, signal } = {}) {
   // Relative to the page, so that the page also works behind a proxy that serves it under a path prefix.
   const url = path.replace(/^\//, "");
-  const payload = body === undefined ? undefined : JSON.stringify(body);
+  // A FormData body goes as multipart (the browser writes its Content-Type and boundary); anything else as JSON.
+  const form = body instanceof FormData;
+  const payload = body === undefined || form ? body : JSON.stringify(body);
   for (;;) {
     const sent = apiKey();
     const headers = {};
     if (sent) headers.Authorization = `Bearer ${sent}`;
-    if (payload !== undefined) headers["Content-Type"] = "application/json";
+    if (payload !== undefined && !form) headers["Content-Type"] = "application/json";
     const response = await fetch(url, { method, headers, body: payload, signal });
     if (response.status !== 401 || !askForKey) return response;
     const error = await errorOf(response);
@@ -69,6 +71,13 @@ export async function getJSON(path, options) {
 
 export function postJSON(path, body, options = {}) {
   return getJSON(path, { ...options, method: "POST", body });
+}
+
+/** POST a JSON or FormData body; resolve with the answer's bytes as a Blob (audio, say). */
+export async function postForBlob(path, body, options = {}) {
+  const response = await request(path, { ...options, method: "POST", body });
+  if (!response.ok) throw await errorOf(response);
+  return response.blob();
 }
 
 export function deleteJSON(path) {

@@ -10,8 +10,17 @@ const modelsError = document.getElementById("models-error");
 const modelsType = document.getElementById("models-type");
 const modelsFilter = document.getElementById("models-filter");
 
-export const families = { LLM: [], embedding: [] };
+/** The model types the server serves, as `model_type` names them; each has its own registrations. */
+export const TYPES = ["LLM", "embedding", "rerank", "audio", "image"];
+export const families = Object.fromEntries(TYPES.map((type) => [type, []]));
 let onChoose = () => {};
+
+/** Offer every model type in a select (the launch form's and the Models table's). */
+export function fillTypes(select) {
+  const chosen = select.value;
+  select.replaceChildren(...TYPES.map((type) => h("option", {}, type)));
+  if (TYPES.includes(chosen)) select.value = chosen;
+}
 
 export async function loadEngines() {
   try {
@@ -34,20 +43,18 @@ export async function loadEngines() {
   }
 }
 
-/** Fetch both model types' registrations; `choose(name, type)` is called by a row's Launch button. */
+/** Fetch every model type's registrations; `choose(name, type)` is called by a row's Launch button. */
 export async function loadModels(choose) {
   onChoose = choose;
-  try {
-    const [llm, embedding] = await Promise.all([
-      getJSON("/v1/model_registrations/LLM?detailed=true"),
-      getJSON("/v1/model_registrations/embedding?detailed=true"),
-    ]);
-    families.LLM = llm;
-    families.embedding = embedding;
-    showError(modelsError, null);
-  } catch (error) {
-    showError(modelsError, error);
-  }
+  const answers = await Promise.allSettled(
+    TYPES.map((type) => getJSON(`/v1/model_registrations/${encodeURIComponent(type)}?detailed=true`)),
+  );
+  const failed = [];
+  answers.forEach((answer, i) => {
+    if (answer.status === "fulfilled") families[TYPES[i]] = answer.value;
+    else failed.push(`${TYPES[i]}: ${answer.reason.message}`);
+  });
+  showError(modelsError, failed.length ? new Error(`Could not list ${failed.join("; ")}`) : null);
   renderModels();
   return families;
 }
@@ -66,7 +73,7 @@ function formats(family) {
 function renderModels() {
   const type = modelsType.value;
   const needle = modelsFilter.value.trim().toLowerCase();
-  const rows = families[type]
+  const rows = (families[type] ?? [])
     .map((f) => ({ family: f, formats: formats(f) }))
     .filter(({ family, formats }) =>
       [family.model_name, formats, (family.abilities ?? []).join(" "), family.description ?? ""]
@@ -108,5 +115,6 @@ function renderModels() {
   if (!rows.length) modelsBody.append(h("tr", {}, h("td", { colspan: 5 }, "No model matches.")));
 }
 
+fillTypes(modelsType);
 modelsType.addEventListener("change", renderModels);
 modelsFilter.addEventListener("input", renderModels);

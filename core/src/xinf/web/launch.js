@@ -1,7 +1,7 @@
 // The launch form: which engine can serve the model (and why not), then POST /v1/models with progress.
 
 import { getJSON, postJSON, request } from "./api.js";
-import { families } from "./catalog.js";
+import { families, fillTypes } from "./catalog.js";
 import { bytes, h, setOptions, showError } from "./dom.js";
 
 const form = document.getElementById("launch-form");
@@ -19,11 +19,13 @@ let matches = []; // GET /v1/engines?model=NAME: per engine, the specs it can se
 let looked = ""; // the model name `matches` belongs to
 let launched = () => {};
 
-/** `onLaunched(uid)` is called when a launch is ready. */
+/** `onLaunched(uid, modelType)` is called when a launch is ready. */
 export function init(onLaunched) {
   launched = onLaunched;
   fillNames();
 }
+
+fillTypes(form.model_type);
 
 /** Fill the form for a model picked from the Models table. */
 export function choose(name, type) {
@@ -35,9 +37,15 @@ export function choose(name, type) {
   form.model_name.focus();
 }
 
+/** The model names of the chosen type; fields that apply to one type only are shown for it only. */
 function fillNames() {
-  const list = families[form.model_type.value] ?? [];
+  const type = form.model_type.value;
+  const list = families[type] ?? [];
   names.replaceChildren(...list.map((f) => h("option", { value: f.model_name })));
+  for (const el of form.querySelectorAll("[data-types]")) {
+    el.hidden = !el.dataset.types.split(" ").includes(type);
+    if (el.hidden) for (const control of el.querySelectorAll("select, input")) control.value = "";
+  }
 }
 
 function typeOf(name) {
@@ -184,7 +192,7 @@ function launchBody() {
   body.model_name = field("model_name");
   if (!body.model_name) throw new Error("Give the name of a model to launch.");
   body.model_type = field("model_type");
-  for (const name of ["model_engine", "model_format", "quantization", "model_uid", "download_hub"]) {
+  for (const name of ["model_engine", "model_format", "quantization", "model_uid", "model_path", "download_hub"]) {
     if (field(name)) body[name] = field(name);
   }
   if (field("model_size_in_billions")) body.model_size_in_billions = Number(field("model_size_in_billions"));
@@ -255,7 +263,7 @@ form.addEventListener("submit", async (event) => {
   try {
     const result = await postJSON("/v1/models", body);
     statusBox.textContent = `Launched ${result.model_uid}.`;
-    launched(result.model_uid);
+    launched(result.model_uid, body.model_type);
   } catch (error) {
     statusBox.textContent = "";
     showError(errorBox, error);

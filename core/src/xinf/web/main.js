@@ -6,6 +6,7 @@ import * as chat from "./chat.js";
 import { showError } from "./dom.js";
 import * as launch from "./launch.js";
 import * as running from "./running.js";
+import * as tryIt from "./try.js";
 
 const dialog = document.getElementById("key-dialog");
 const keyForm = document.getElementById("key-form");
@@ -53,12 +54,21 @@ function loadAll() {
   running.refresh();
 }
 
-function onLaunched(uid) {
-  chat.select(uid);
+function onLaunched(uid, modelType) {
+  if (modelType === "LLM") chat.select(uid);
+  else tryIt.select(uid);
   running.refresh();
 }
 
-running.init({ onModels: chat.setModels, onChat: chat.select });
+running.init({
+  onModels: (models) => {
+    chat.setModels(models);
+    tryIt.setModels(models);
+  },
+  onChat: chat.select,
+  onTry: tryIt.select,
+  canTry: tryIt.tryable,
+});
 
 try {
   const { auth } = await getJSON("/v1/cluster/auth");

@@ -12,13 +12,20 @@ const devicesBody = devicesTable.querySelector("tbody");
 
 const listeners = [];
 let chat = () => {};
+let tryModel = () => {};
+let canTry = () => false;
 let shown = ""; // what is on screen, so an unchanged refresh keeps focus and selection
 let busy = false;
 
-/** `onModels(models)` after every refresh; `onChat(uid)` when a row's Chat button is pressed. */
-export function init({ onModels, onChat }) {
+/**
+ * `onModels(models)` after every refresh; `onChat(uid)` when a row's Chat button is pressed, `onTry(uid)` when its
+ * Try button is (shown for the models `canTry(model)` accepts).
+ */
+export function init({ onModels, onChat, onTry, canTry: tryable }) {
   listeners.push(onModels);
   chat = onChat;
+  tryModel = onTry ?? tryModel;
+  canTry = tryable ?? canTry;
   setInterval(() => {
     if (!document.hidden) refresh();
   }, 3000);
@@ -103,6 +110,9 @@ function actions(m) {
   return [
     m.status === "ready" && m.model_ability.includes("chat")
       ? h("button", { type: "button", "aria-label": `Chat with ${m.id}`, onclick: () => chat(m.id) }, "Chat")
+      : null,
+    m.status === "ready" && !m.model_ability.includes("chat") && canTry(m)
+      ? h("button", { type: "button", "aria-label": `Try ${m.id}`, onclick: () => tryModel(m.id) }, "Try")
       : null,
     h(
       "button",

@@ -6,6 +6,10 @@ on for requests of that size, as in Xinference: such requests arriving within
 guidance and negative prompt) go through the pipeline in one call, up to
 ``XINFERENCE_BATCH_SIZE`` images.  Each image has its own seeded generator, so
 an image is the same whether it was batched or not.  Other sizes run alone.
+
+Image to image (``image_to_image``) runs the same components as an img2img
+pipeline (``AutoPipelineForImage2Image.from_pipe``: no second copy of the
+weights), one request at a time.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 
 from xinf.engine import ModelSpec
 from xinf.errors import InvalidRequest, LaunchError
-from xinf.operations import ImageRequest, ImageResult
+from xinf.operations import ImageEditRequest, ImageRequest, ImageResult
 
 log = logging.getLogger(__name__)
 OPTIONS = ("num_inference_steps", "guidance_scale", "dtype", "threads")
@@ -51,6 +55,7 @@ class ImageEngine:
         self.pending: dict[tuple[Any, ...], list[tuple[ImageRequest, asyncio.Future[list[bytes]]]]] = {}
         self.timers: dict[tuple[Any, ...], asyncio.TimerHandle] = {}
         self.calls = 0  # pipeline calls made, for the log and the bench
+        self.img2img: Any = None  # made from ``pipe`` on the first image-to-image request
 
     @classmethod
     def load(cls, spec: ModelSpec, options: dict[str, Any], on_cuda: bool) -> ImageEngine:
@@ -133,6 +138,17 @@ class ImageEngine:
 
     # ------------------------------------------------------------ the pipeline
 
+    def settings(self, request: ImageRequest | ImageEditRequest, images: int) -> dict[str, Any]:
+        """The pipeline's keyword arguments: the launch's defaults, then what the request says."""
+        kwargs: dict[str, Any] = dict(self.defaults)
+        if request.steps is not None:
+            kwargs["num_inference_steps"] = request.steps
+        if request.guidance_scale is not None:
+            kwargs["guidance_scale"] = request.guidance_scale
+        if request.negative_prompt:
+            kwargs["negative_prompt"] = [request.negative_prompt] * images
+        return kwargs
+
     def run(self, requests: list[ImageRequest]) -> list[bytes]:
         """One pipeline call for ``requests`` (same size and settings); PNG bytes, in order."""
         import torch
@@ -143,31 +159,71 @@ class ImageEngine:
             for i in range(r.n):
                 prompts.append(r.prompt)
                 generators.append(torch.Generator().manual_seed((r.seed or 0) + i))
-        kwargs: dict[str, Any] = dict(self.defaults)
-        if first.steps is not None:
-            kwargs["num_inference_steps"] = first.steps
-        if first.guidance_scale is not None:
-            kwargs["guidance_scale"] = first.guidance_scale
-        if first.negative_prompt:
-            kwargs["negative_prompt"] = [first.negative_prompt] * len(prompts)
+        kwargs = self.settings(first, len(prompts))
         self.calls += 1
         if len(requests) > 1:
             log.info("text_to_image: one pipeline call for %d requests (%d images)", len(requests), len(prompts))
         out = self.pipe(
             prompt=prompts, width=first.width, height=first.height, generator=generators, output_type="pil", **kwargs
         )
-        pngs = []
-        for image in out.images:
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-            pngs.append(buffer.getvalue())
-        return pngs
+        return _pngs(out.images)
+
+    # ------------------------------------------------------------ image to image
+
+    async def edit(self, request: ImageEditRequest) -> ImageResult:
+        if request.seed is None:
+            request = _with(request, seed=random.randrange(1 << 31))
+        return ImageResult(images=await asyncio.get_running_loop().run_in_executor(self.pool, self.run_edit, request))
+
+    def run_edit(self, request: ImageEditRequest) -> list[bytes]:
+        import torch
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            picture = Image.open(io.BytesIO(request.image))
+            picture.load()
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise InvalidRequest(f"could not read the picture: {exc}", param="image") from None
+        width = request.width or picture.width - picture.width % self.multiple
+        height = request.height or picture.height - picture.height % self.multiple
+        if width < self.multiple or height < self.multiple or width % self.multiple or height % self.multiple:
+            raise InvalidRequest(
+                f"size {width}x{height} is not supported: width and height must be multiples of {self.multiple} "
+                "for this model",
+                param="size",
+            )
+        picture = picture.convert("RGB")
+        if picture.size != (width, height):
+            picture = picture.resize((width, height))
+        if self.img2img is None:
+            from diffusers import AutoPipelineForImage2Image
+
+            self.img2img = AutoPipelineForImage2Image.from_pipe(self.pipe)
+            self.img2img.set_progress_bar_config(disable=True)
+        kwargs = self.settings(request, request.n)
+        if request.strength is not None:
+            kwargs["strength"] = request.strength
+        generators = [torch.Generator().manual_seed((request.seed or 0) + i) for i in range(request.n)]
+        self.calls += 1
+        out = self.img2img(
+            prompt=[request.prompt] * request.n, image=picture, generator=generators, output_type="pil", **kwargs
+        )
+        return _pngs(out.images)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _with(request: ImageRequest, **changes: Any) -> ImageRequest:
+def _pngs(images: list[Any]) -> list[bytes]:
+    pngs = []
+    for image in images:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        pngs.append(buffer.getvalue())
+    return pngs
+
+
+def _with(request: Any, **changes: Any) -> Any:
     import msgspec
 
     return msgspec.structs.replace(request, **changes)

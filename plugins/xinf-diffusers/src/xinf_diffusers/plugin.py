@@ -14,7 +14,8 @@ from typing import Any
 
 from xinf import hookimpl
 from xinf.engine import Device, EngineMatch, Hardware, MemoryEstimate, ModelSpec, Placement
-from xinf.operations import ImageRequest, ImageResult
+from xinf.operations import ImageEditRequest, ImageRequest, ImageResult
+from xinf.simpleplugin import match_one_kind, weights_and_overhead
 
 ENGINE = "diffusers"
 MiB = 1 << 20
@@ -22,13 +23,16 @@ MiB = 1 << 20
 
 @hookimpl
 def match_model(spec: ModelSpec, hardware: Hardware) -> EngineMatch:
-    if spec.model_type != "image" or "text2image" not in spec.abilities:
-        return EngineMatch(engine=ENGINE, score=0, reason="serves text-to-image (text2image) models only")
-    if spec.format != "pytorch":
-        return EngineMatch(
-            engine=ENGINE, score=0, reason=f"serves diffusers directories (pytorch), not {spec.format!r}"
-        )
-    return EngineMatch(engine=ENGINE, score=50, reason="a diffusers pipeline")
+    return match_one_kind(
+        ENGINE,
+        spec,
+        model_type="image",
+        ability="text2image",
+        served="text-to-image",
+        model_format="pytorch",
+        format_words="diffusers directories",
+        reason="a diffusers pipeline",
+    )
 
 
 @hookimpl
@@ -46,9 +50,7 @@ def estimate_vram(spec: ModelSpec, options: dict[str, Any], devices: list[Device
     if devices and options.get("dtype", "float16") in ("float16", "bfloat16"):
         weights //= 2  # stored in float32, run in half precision
     overhead = 1024 * MiB  # attention maps and VAE decoding of a batch
-    if devices:
-        return MemoryEstimate(weights=weights, kv_cache=0, overhead=overhead, per_device=[weights + overhead])
-    return MemoryEstimate(weights=weights, kv_cache=0, overhead=overhead, host=weights + overhead)
+    return weights_and_overhead(weights, overhead, devices)
 
 
 @hookimpl
@@ -61,6 +63,11 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
 @hookimpl
 async def text_to_image(model: Any, request: ImageRequest) -> ImageResult:
     return await model.generate(request)
+
+
+@hookimpl
+async def image_to_image(model: Any, request: ImageEditRequest) -> ImageResult:
+    return await model.edit(request)
 
 
 @hookimpl

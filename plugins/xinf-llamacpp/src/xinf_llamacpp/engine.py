@@ -26,6 +26,7 @@ from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, Xinf
 from xinf.toolcalls import known
 from xinf.toolcalls.choice import allowed_tools, forced_name, forced_schema, is_forced
 from xinf.types import Chunk, GenerateRequest, ModelSpec, TokenLogprob, Usage
+from xinf.vision import as_data_urls, has_images
 from xinf_llamacpp.lora import request_scales
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,10 @@ class LlamaCppModel:
         n_vocab: int = 0,
         http_key: str | None = None,
         threads: int | None = None,
+        reads_images: bool = False,
     ):
         self.server = server
+        self.reads_images = reads_images
         #: the key of llama.cpp's own HTTP port (``server.listening_address``), for debugging
         self.http_key = http_key
         self.spec = spec
@@ -91,11 +94,24 @@ class LlamaCppModel:
 
     # ------------------------------------------------------------ requests
 
+    def messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The chat as llama.cpp takes it: images as ``data:`` URLs, which only a model with a projector reads."""
+        if not has_images(messages):
+            return messages
+        if not self.reads_images:
+            raise InvalidRequest(
+                f"{self.spec.name} was launched without a multimodal projector, so it cannot read images; launch "
+                "it with multimodal_projector (its mmproj GGUF file)",
+                param="messages",
+                code="images_not_supported",
+            )
+        return as_data_urls(messages)
+
     def body(self, request: GenerateRequest) -> dict[str, Any]:
         """The OpenAI-shaped request llama.cpp's server takes."""
         body: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
         if request.is_chat:
-            body["messages"] = request.messages
+            body["messages"] = self.messages(request.messages or [])
             if request.chat_template_kwargs:
                 body["chat_template_kwargs"] = dict(request.chat_template_kwargs)
             if request.tools:

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
-from xinf import cores, hookimpl
+from xinf import cores, hookimpl, projectors
 from xinf.errors import InvalidRequest, LaunchError
 from xinf.types import (
     Chunk,
@@ -30,6 +30,9 @@ from xinf_llamacpp import options as opts
 
 ENGINE = "llama.cpp"
 log = logging.getLogger("xinf_llamacpp")
+#: What a warm-pool worker imports before its launch (xinf.warmpool).  A GPU build that loads its driver at import
+#: is seen by the worker, which then serves CPU replicas only.
+WARM_IMPORTS = ["xllamacpp", "xinf_llamacpp.engine"]
 
 
 @hookimpl
@@ -66,7 +69,7 @@ def estimate_vram(spec: ModelSpec, options: dict[str, Any], devices: list[Device
     try:
         shape = _shape(path)
         settings = estimate.EstimateOptions.from_options(
-            flat, opts.context(flat, shape.n_ctx_train), projector=_projector_bytes(flat)
+            flat, opts.context(flat, shape.n_ctx_train), projector=_projector_bytes(flat, spec)
         )
         settings.adapters = estimate.adapter_layers(adapter_bytes, shape.n_layer)
         free = [d.free_memory for d in devices]
@@ -111,6 +114,12 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
 
     params = xlc.CommonParams()
     params.model.path = path
+    projector = projectors.local_file(spec)  # the launch's multimodal_projector (mmproj): the model reads images
+    if projector:
+        if not os.path.isfile(projector):
+            raise LaunchError(f"the multimodal projector {projector} is not a file", param="multimodal_projector")
+        params.mmproj.path = projector
+        params.mmproj_use_gpu = placement.gpu_layers != 0 and bool(placement.devices)
     params.n_ctx = ctx.n_ctx
     params.n_parallel = ctx.n_parallel
     # The replica's placed cores (it is pinned to them); the old guess from idle cores where none are placed.
@@ -161,6 +170,7 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
         n_vocab=n_vocab,
         http_key=params.api_keys[0] if params.api_keys else None,
         threads=params.cpuparams.n_threads,
+        reads_images=bool(params.mmproj.path),
     )
 
 
@@ -218,13 +228,13 @@ def _shape(path: str) -> Any:
     return ModelShape.from_header(read_header(path))
 
 
-def _projector_bytes(options: dict[str, Any]) -> int:
-    """Weights of a multimodal projector given as ``mmproj.path``."""
+def _projector_bytes(options: dict[str, Any], spec: ModelSpec) -> int:
+    """Weights of the multimodal projector: the option ``mmproj.path``, else the launch's (``multimodal_projector``)."""
     from xinf.gguf import read_header
 
-    path = options.get("mmproj.path")
+    path = options.get("mmproj.path") or projectors.local_file(spec)
     if not path:
         return 0
     if not os.path.isfile(path):
-        raise LaunchError(f"option mmproj.path: {path} is not a file")
+        raise LaunchError(f"the multimodal projector {path} is not a file", param="multimodal_projector")
     return sum(t.nbytes for t in read_header(path).tensors)

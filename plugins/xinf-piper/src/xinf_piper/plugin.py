@@ -14,6 +14,7 @@ from typing import Any
 from xinf import hookimpl
 from xinf.engine import Device, EngineMatch, Hardware, MemoryEstimate, ModelSpec, Placement
 from xinf.operations import AudioChunk, SpeechRequest
+from xinf.simpleplugin import match_one_kind, weights_and_overhead
 
 ENGINE = "piper"
 MiB = 1 << 20
@@ -21,11 +22,16 @@ MiB = 1 << 20
 
 @hookimpl
 def match_model(spec: ModelSpec, hardware: Hardware) -> EngineMatch:
-    if spec.model_type != "audio" or "text2audio" not in spec.abilities:
-        return EngineMatch(engine=ENGINE, score=0, reason="serves text-to-speech (text2audio) models only")
-    if spec.format != "onnx":
-        return EngineMatch(engine=ENGINE, score=0, reason=f"serves Piper voices (onnx), not {spec.format!r}")
-    return EngineMatch(engine=ENGINE, score=50, reason="a Piper voice")
+    return match_one_kind(
+        ENGINE,
+        spec,
+        model_type="audio",
+        ability="text2audio",
+        served="text-to-speech",
+        model_format="onnx",
+        format_words="Piper voices",
+        reason="a Piper voice",
+    )
 
 
 @hookimpl
@@ -37,9 +43,7 @@ def estimate_vram(spec: ModelSpec, options: dict[str, Any], devices: list[Device
         return None
     weights = found.stat().st_size
     overhead = 128 * MiB  # ONNX Runtime's arena and one sentence of audio
-    if devices:
-        return MemoryEstimate(weights=weights, kv_cache=0, overhead=overhead, per_device=[weights + overhead])
-    return MemoryEstimate(weights=weights, kv_cache=0, overhead=overhead, host=weights + overhead)
+    return weights_and_overhead(weights, overhead, devices)
 
 
 @hookimpl

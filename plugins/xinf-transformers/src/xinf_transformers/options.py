@@ -43,6 +43,8 @@ class Options(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     device: str = "auto"
     #: trust_remote_code for models that ship their own modelling code
     trust_remote_code: bool = False
+    #: the instruction an LLM-style reranker (Qwen3-Reranker) judges pairs by; default its model card's
+    rerank_instruction: str | None = None
 
 
 def parse(options: dict[str, Any]) -> Options:

@@ -43,6 +43,18 @@ from xinf_transformers import options as o
 from xinf_transformers.text import Detokenizer, make_job
 
 log = logging.getLogger(__name__)
+#: What a warm-pool worker imports before its launch (xinf.warmpool): torch and the parts of transformers every
+#: load uses; importing them touches no device (torch initialises CUDA on first use, after placement).
+WARM_IMPORTS = [
+    "torch",
+    "transformers",
+    "transformers.modeling_utils",
+    "transformers.models.auto.modeling_auto",
+    "transformers.models.auto.tokenization_auto",
+    "transformers.tokenization_utils_tokenizers",
+    "transformers.generation.continuous_batching",
+    "xinf_transformers.batching",
+]
 ENGINE = "transformers"
 SERVED_TYPES = ("LLM", "embedding", "rerank")
 
@@ -138,6 +150,7 @@ class ChatModel:
             tokenizer, int(model.config.get_text_config().vocab_size), sorted(self.eos_ids)
         )
         self._serial: Any = None
+        self.processor: Any = None  # an image-text-to-text model's AutoProcessor (xinf_transformers.vision)
         generation = getattr(model, "generation_config", None)
         self.defaults: dict[str, Any] = {}
         if generation is not None and getattr(generation, "do_sample", False):
@@ -208,13 +221,20 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=opts.trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, attn_implementation="sdpa", trust_remote_code=opts.trust_remote_code
-        )
-    except (OSError, ValueError) as exc:
-        raise LaunchError(f"transformers could not load {path}: {exc}") from None
+    from xinf_transformers import vision
+
+    processor = None
+    if vision.is_vision(spec, path):  # image-text-to-text: served one request at a time
+        processor, model = vision.load(path, dtype, opts.trust_remote_code)
+        tokenizer = processor.tokenizer
+    else:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=opts.trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=dtype, attn_implementation="sdpa", trust_remote_code=opts.trust_remote_code
+            )
+        except (OSError, ValueError) as exc:
+            raise LaunchError(f"transformers could not load {path}: {exc}") from None
     model = model.to(device).eval()
     gate = None
     if spec.adapters:
@@ -223,7 +243,7 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
         gate = AdapterGate(Adapters(model, spec.adapters))  # LoRA layers now wrap the model's own
     config = o.read_config(spec)
     context = o.context_length(spec, opts, config)
-    batching = settings.transformers_enable_batching and opts.max_num_seqs > 1
+    batching = settings.transformers_enable_batching and opts.max_num_seqs > 1 and processor is None
     runner: Any
     if batching:
         from xinf_transformers.batching import BatchRunner
@@ -249,6 +269,7 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
         f"continuous batching of up to {opts.max_num_seqs} requests" if batching else "one request at a time",
     )
     chat = ChatModel(spec, tokenizer, model, runner, context, batching, gate)
+    chat.processor = processor
     chat.threads = torch.get_num_threads()  # reported to the server
     return chat
 
@@ -271,17 +292,20 @@ def _load_embedding(path: str, dtype: Any, device: str, opts: o.Options, setting
 def _load_rerank(path: str, dtype: Any, device: str, opts: o.Options, settings: Any) -> Any:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from xinf_transformers import llmrerank
     from xinf_transformers.rerank import RerankModel
 
     try:
-        architectures = json.loads((Path(path) / "config.json").read_text()).get("architectures") or []
+        config = json.loads((Path(path) / "config.json").read_text())
+        architectures = config.get("architectures") or []
     except (OSError, ValueError, AttributeError):
-        architectures = []
+        config, architectures = {}, []
+    if llmrerank.is_llm_reranker(architectures):  # Qwen3-Reranker: a causal LM answering yes or no
+        loaded = llmrerank.load(path, str(config.get("model_type", "")), dtype, device, opts, settings)
+        log.info("loaded LLM-style reranker %s on %s: at most %d tokens a pair", path, device, loaded.max_length)
+        return loaded
     if architectures and not any(str(a).endswith("ForSequenceClassification") for a in architectures):
-        raise LaunchError(
-            f"{path} is a {architectures[0]}, not a cross-encoder (a sequence classifier): LLM-style rerankers "
-            "(Qwen3-Reranker, bge-reranker-v2-gemma) are not served by the transformers engine yet"
-        )
+        raise LaunchError(f"{path} is a {architectures[0]}: neither a cross-encoder nor an LLM-style reranker")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=opts.trust_remote_code)
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -298,7 +322,13 @@ def _load_rerank(path: str, dtype: Any, device: str, opts: o.Options, settings: 
 async def generate(model: Any, request: GenerateRequest) -> AsyncIterator[Chunk]:
     if not isinstance(model, ChatModel):
         raise InvalidRequest("this model only embeds: use /v1/embeddings", param="model")
-    prompt_ids = encode_prompt(model.tokenizer, model.spec, request)
+    inputs: dict[str, Any] = {}
+    if model.processor is not None:
+        from xinf_transformers.vision import prepare
+
+        prompt_ids, inputs = await asyncio.to_thread(prepare, model.processor, model.spec, request, model.model)
+    else:
+        prompt_ids = encode_prompt(model.tokenizer, model.spec, request)
     job = make_job(
         prompt_ids,
         request,
@@ -307,6 +337,7 @@ async def generate(model: Any, request: GenerateRequest) -> AsyncIterator[Chunk]
         defaults=model.defaults,
         constrained=model.constrains_tool_calls,
     )
+    job.inputs = inputs or None
     runner = model.runner if job.schema is None else model.constrained_runner()
     runner.check(job)  # refusals become 400s before the stream starts
     processors = [await asyncio.to_thread(model.grammars.processor, job.schema)] if job.schema is not None else []

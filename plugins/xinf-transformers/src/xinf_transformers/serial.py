@@ -101,6 +101,7 @@ class SerialRunner:
                     streamer=Streamer(),
                     stopping_criteria=[Cancelled()],
                     logits_processor=processors or None,
+                    **(job.inputs or {}),
                     **kwargs,
                 )
         finally:

@@ -30,6 +30,7 @@ class Job(msgspec.Struct, kw_only=True):
     repetition_penalty: float | None = None
     seed: int | None = None
     schema: dict[str, Any] | None = None  # constrained decoding: the output must match this JSON schema
+    inputs: Any = None  # model inputs beside the ids (an image model's pixel_values...), for generate()
 
     @property
     def greedy(self) -> bool:

@@ -23,6 +23,7 @@ from typing import Any
 from xinf import cores
 from xinf.errors import ContextLengthExceeded, EngineError, InvalidRequest, LaunchError
 from xinf.types import Chunk, GenerateRequest, ModelSpec, Placement, Usage
+from xinf.vision import as_data_urls
 from xinf_vllm import lora, memory, outputs, sampling
 from xinf_vllm import settings as s
 from xinf_vllm.matching import installed_build
@@ -219,7 +220,10 @@ async def render(model: VllmModel, request: GenerateRequest) -> dict[str, Any]:
     params = ChatParams(chat_template=model.spec.chat_template, chat_template_kwargs=kwargs)
     # The chat template writes the special tokens itself (vLLM's own chat API does the same).
     tok_params = renderer.default_chat_tok_params.with_kwargs(add_special_tokens=False)
-    _, (prompt,) = await renderer.render_chat_async([request.messages], params, tok_params)
+    # Images go to vLLM as data: URLs: its renderer decodes them into the prompt's multi_modal_data and
+    # its model's processor expands each placeholder into the image's tokens.
+    messages = as_data_urls(request.messages)
+    _, (prompt,) = await renderer.render_chat_async([messages], params, tok_params)
     return prompt  # type: ignore[no-any-return]
 
 

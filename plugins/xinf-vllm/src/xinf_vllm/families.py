@@ -54,8 +54,13 @@ SUPPORTED_FAMILIES: tuple[str, ...] = (
     "MiniMax-M2", "MiniMax-M2.5", "MiniMax-M2.7",
     "glm-5", "glm-5.1",
 )  # fmt: skip
+# Vision models (images in chat): the catalogue's families of the architectures in Xinference's
+# VLLM_SUPPORTED_MULTI_MODEL_LIST (Qwen2-VL, Qwen2.5-VL, Gemma 3, MiniCPM-V, Qwen3-VL).
+VISION_FAMILIES: tuple[str, ...] = (
+    "qwen2-vl-instruct", "qwen2.5-vl-instruct", "gemma-3-it", "MiniCPM-V-4.5", "Qwen3-VL-Instruct", "Qwen3-VL-Thinking",
+)  # fmt: skip
 
-_LOWER = frozenset(name.lower() for name in SUPPORTED_FAMILIES)
+_LOWER = frozenset(name.lower() for name in (*SUPPORTED_FAMILIES, *VISION_FAMILIES))
 
 
 def is_supported(family: str) -> bool:

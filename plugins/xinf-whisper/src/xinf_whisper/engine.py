@@ -2,7 +2,8 @@
 
 One transcription runs at a time per replica, in a worker thread: CTranslate2
 already uses every thread it is given for one request, so more replicas (not
-more concurrent requests) scale a server.
+more concurrent requests) scale a server.  A streamed transcription hands each
+segment to the event loop as soon as faster-whisper decodes it.
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import threading
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from xinf.engine import ModelSpec
 from xinf.errors import InvalidRequest, LaunchError
-from xinf.operations import Segment, TranscribeRequest, TranscribeResult, Word
+from xinf.operations import Segment, TranscribeRequest, TranscribeResult, TranscriptPiece, Word
 
 log = logging.getLogger(__name__)
 OPTIONS = ("compute_type", "cpu_threads", "beam_size", "vad_filter", "device")
@@ -61,30 +64,7 @@ class WhisperEngine:
         return await asyncio.get_running_loop().run_in_executor(self.pool, self.run, request)
 
     def run(self, request: TranscribeRequest) -> TranscribeResult:
-        from faster_whisper import decode_audio
-        from faster_whisper.tokenizer import _LANGUAGE_CODES
-
-        if request.language and request.language not in _LANGUAGE_CODES:
-            raise InvalidRequest(f"unknown language {request.language!r}: give an ISO-639-1 code", param="language")
-        try:
-            audio = decode_audio(io.BytesIO(request.audio))
-        except Exception as exc:  # PyAV raises its own error types for every kind of bad input
-            raise InvalidRequest(
-                f"could not decode the audio file: {type(exc).__name__}: {exc}", param="file", code="invalid_audio"
-            ) from None
-        if audio.size == 0:
-            raise InvalidRequest("the audio file holds no sound", param="file", code="invalid_audio")
-        temperature = FALLBACK if not request.temperature else request.temperature
-        segments, info = self.model.transcribe(
-            audio,
-            task=request.task,
-            language=request.language,
-            initial_prompt=request.prompt or None,
-            temperature=temperature,
-            beam_size=self.beam_size,
-            word_timestamps=request.word_timestamps,
-            vad_filter=self.vad_filter,
-        )
+        segments, info = self.begin(request)
         out: list[Segment] = []
         words: list[Word] = []
         for s in segments:  # a generator: decoding happens here
@@ -110,6 +90,65 @@ class WhisperEngine:
             segments=out,
             words=words if request.word_timestamps else None,
         )
+
+    async def stream(self, request: TranscribeRequest) -> AsyncIterator[TranscriptPiece]:
+        """The language and duration first, then each segment's text as soon as it is decoded."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        stop = threading.Event()  # set when the client went away: decoding ends at the next segment
+        end = object()
+
+        def work() -> None:
+            try:
+                segments, info = self.begin(request)
+                put(TranscriptPiece(language=info.language, duration=round(float(info.duration), 3)))
+                for s in segments:
+                    if stop.is_set():
+                        break
+                    put(TranscriptPiece(text=s.text))
+                put(end)
+            except BaseException as exc:  # to the event loop, raised there
+                put(exc)
+
+        def put(item: object) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        self.pool.submit(work)
+        try:
+            while (item := await queue.get()) is not end:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()  # the thread ends at its next segment; the next request waits for it in the pool
+
+    def begin(self, request: TranscribeRequest) -> tuple[Any, Any]:
+        """Decode the upload and start faster-whisper: its lazy segments and the audio's info."""
+        from faster_whisper import decode_audio
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+        if request.language and request.language not in _LANGUAGE_CODES:
+            raise InvalidRequest(f"unknown language {request.language!r}: give an ISO-639-1 code", param="language")
+        try:
+            audio = decode_audio(io.BytesIO(request.audio))
+        except Exception as exc:  # PyAV raises its own error types for every kind of bad input
+            raise InvalidRequest(
+                f"could not decode the audio file: {type(exc).__name__}: {exc}", param="file", code="invalid_audio"
+            ) from None
+        if audio.size == 0:
+            raise InvalidRequest("the audio file holds no sound", param="file", code="invalid_audio")
+        temperature = FALLBACK if not request.temperature else request.temperature
+        segments, info = self.model.transcribe(
+            audio,
+            task=request.task,
+            language=request.language,
+            initial_prompt=request.prompt or None,
+            temperature=temperature,
+            beam_size=self.beam_size,
+            word_timestamps=request.word_timestamps,
+            vad_filter=self.vad_filter,
+        )
+        return segments, info
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

@@ -8,12 +8,14 @@ Launch options: ``compute_type`` (default ``int8`` on CPU, ``float16`` on CUDA),
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from xinf import hookimpl
 from xinf.engine import Device, EngineMatch, Hardware, MemoryEstimate, ModelSpec, Placement
-from xinf.operations import TranscribeRequest, TranscribeResult
+from xinf.operations import TranscribeRequest, TranscribeResult, TranscribeStreamRequest, TranscriptPiece
+from xinf.simpleplugin import match_one_kind, weights_and_overhead
 
 ENGINE = "faster-whisper"
 MiB = 1 << 20
@@ -21,15 +23,16 @@ MiB = 1 << 20
 
 @hookimpl
 def match_model(spec: ModelSpec, hardware: Hardware) -> EngineMatch:
-    if spec.model_type != "audio" or "audio2text" not in spec.abilities:
-        return EngineMatch(engine=ENGINE, score=0, reason="serves speech-to-text (audio2text) models only")
-    if spec.format != "ctranslate2":
-        return EngineMatch(
-            engine=ENGINE,
-            score=0,
-            reason=f"serves Whisper converted for CTranslate2 (ctranslate2), not {spec.format!r}",
-        )
-    return EngineMatch(engine=ENGINE, score=50, reason="Whisper in CTranslate2 format")
+    return match_one_kind(
+        ENGINE,
+        spec,
+        model_type="audio",
+        ability="audio2text",
+        served="speech-to-text",
+        model_format="ctranslate2",
+        format_words="Whisper converted for CTranslate2",
+        reason="Whisper in CTranslate2 format",
+    )
 
 
 @hookimpl
@@ -41,9 +44,7 @@ def estimate_vram(spec: ModelSpec, options: dict[str, Any], devices: list[Device
         return None
     weights = sum(f.stat().st_size for f in files)
     overhead = 256 * MiB  # mel features, beam search state, the CTranslate2 allocator
-    if devices:
-        return MemoryEstimate(weights=weights, kv_cache=0, overhead=overhead, per_device=[weights + overhead])
-    return MemoryEstimate(weights=weights, kv_cache=0, overhead=overhead, host=weights + overhead)
+    return weights_and_overhead(weights, overhead, devices)
 
 
 @hookimpl
@@ -56,6 +57,12 @@ def load(spec: ModelSpec, options: dict[str, Any], placement: Placement) -> Any:
 @hookimpl
 async def transcribe(model: Any, request: TranscribeRequest) -> TranscribeResult:
     return await model.transcribe(request)
+
+
+@hookimpl
+async def transcribe_stream(model: Any, request: TranscribeStreamRequest) -> AsyncIterator[TranscriptPiece]:
+    async for piece in model.stream(request):
+        yield piece
 
 
 @hookimpl
