@@ -16,7 +16,7 @@ pytest.importorskip("PIL")
 import tinymodels
 import tinymodels_mmproj
 
-from xinf.testing.images import QUESTION, ask, picture
+from xinf.testing.images import QUESTION, ask, picture, stream_ask
 from xinf.testing.server import ServerProcess
 
 
@@ -62,19 +62,7 @@ def test_each_image_adds_its_tokens_to_the_prompt(client: openai.OpenAI) -> None
 
 
 def test_streaming_with_an_image(client: openai.OpenAI) -> None:
-    stream = client.chat.completions.create(
-        model="eyes",
-        messages=ask(picture((10, 200, 10))),
-        max_tokens=6,
-        stream=True,
-        stream_options={"include_usage": True},
-        extra_body={"ignore_eos": True},
-    )
-    finish, usage = None, None
-    for chunk in stream:
-        usage = chunk.usage or usage
-        for choice in chunk.choices:
-            finish = choice.finish_reason or finish
+    finish, usage, _ = stream_ask(client, "eyes", picture((10, 200, 10)), max_tokens=6)
     assert finish == "length" and usage.completion_tokens == 6
     assert usage.prompt_tokens > tinymodels_mmproj.TOKENS_PER_IMAGE
 

@@ -19,7 +19,7 @@ pytest.importorskip("PIL")
 import tinymodels_vision
 from PIL import Image
 
-from xinf.testing.images import QUESTION, ask, picture
+from xinf.testing.images import QUESTION, ask, picture, stream_ask
 from xinf.testing.server import ServerProcess
 
 
@@ -91,20 +91,7 @@ def test_the_answer_is_the_models_own_for_those_pixels(client: openai.OpenAI, ll
 
 
 def test_streaming_with_an_image(client: openai.OpenAI) -> None:
-    stream = client.chat.completions.create(
-        model="llava",
-        messages=ask(picture((90, 90, 90))),
-        max_tokens=8,
-        stream=True,
-        stream_options={"include_usage": True},
-        extra_body={"ignore_eos": True},
-    )
-    finish, usage, pieces = None, None, 0
-    for chunk in stream:
-        usage = chunk.usage or usage
-        for choice in chunk.choices:
-            pieces += bool(choice.delta.content)
-            finish = choice.finish_reason or finish
+    finish, usage, pieces = stream_ask(client, "llava", picture((90, 90, 90)), max_tokens=8)
     assert finish == "length" and usage.completion_tokens == 8 and pieces >= 1
     assert usage.prompt_tokens > tinymodels_vision.TOKENS_PER_IMAGE
 

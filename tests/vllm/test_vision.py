@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from vllm_testing import ENV, HAS_VLLM, OPTIONS, SKIP_REASON
 
-from xinf.testing.images import QUESTION, ask, picture
+from xinf.testing.images import QUESTION, ask, picture, stream_ask
 from xinf.testing.server import ServerProcess
 
 pytestmark = pytest.mark.skipif(not HAS_VLLM, reason=SKIP_REASON)
@@ -58,19 +58,7 @@ def test_each_image_adds_its_tokens_to_the_prompt(server: ServerProcess) -> None
 
 def test_streaming_with_an_image(server: ServerProcess) -> None:
     with server.openai() as client:
-        stream = client.chat.completions.create(
-            model=UID,
-            messages=ask(picture((10, 200, 10))),
-            max_tokens=5,
-            stream=True,
-            stream_options={"include_usage": True},
-            extra_body={"ignore_eos": True},
-        )
-        finish, usage = None, None
-        for chunk in stream:
-            usage = chunk.usage or usage
-            for choice in chunk.choices:
-                finish = choice.finish_reason or finish
+        finish, usage, _ = stream_ask(client, UID, picture((10, 200, 10)), max_tokens=5)
     assert finish == "length" and usage.completion_tokens == 5
 
 
