@@ -1,9 +1,12 @@
 """A GGUF file's header: its metadata and tensor list, read without its data.
 
 The server reads it to describe a model given by path (size, quantization,
-context length) and the llama.cpp engine for its memory estimate.  The ``gguf``
-package (installed with the llama.cpp engine) gives the block sizes of every
-ggml type, needed only for tensor sizes in bytes.  We walk the header ourselves instead of using
+context length) and the llama.cpp engine for its memory estimate.  The ggml
+types' block sizes (tensor sizes in bytes) and the file types' names are in
+tables here: the ``gguf`` package (installed with the llama.cpp engine) has
+them too, but importing it imports numpy, 0.1-0.2 s that a launch paid twice
+(in the server, then in the replica); it is asked only about a number these
+tables do not know (a type newer than them).  We walk the header ourselves instead of using
 ``gguf.GGUFReader``: the reader turns every vocabulary string into a numpy
 view (3 s for SmolLM2's 49k tokens here, far more for a 128k vocabulary), runs
 in the server's event loop when the scheduler asks for an estimate, and fails
@@ -80,23 +83,48 @@ class GGUFHeader:
         ftype = self.get("general.file_type")
         if not isinstance(ftype, int):
             return None
-        try:
-            from gguf import LlamaFileType
+        name = FILE_TYPES.get(ftype)
+        if name is None:
+            try:
+                from gguf import LlamaFileType
 
-            name = LlamaFileType(ftype).name
-        except (ImportError, ValueError):
-            return None
+                name = LlamaFileType(ftype).name
+            except (ImportError, ValueError):
+                return None
         return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
+def type_info(number: int) -> tuple[str, int, int]:
+    """(name, elements per block, bytes per block) of ggml type ``number``; ``GGUFError`` if unknown."""
+    known = GGML_TYPES.get(number)
+    if known is not None:
+        return known
+    try:
+        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+        kind = GGMLQuantizationType(number)
+        return (kind.name, *GGML_QUANT_SIZES[kind])
+    except (ImportError, ValueError, KeyError):
+        raise GGUFError(f"unknown ggml type {number}") from None
+
+
+def type_number(name: str) -> int | None:
+    """The number of the ggml type called ``name`` (``Q8_0``, any case), or None."""
+    key = name.upper()
+    number = next((n for n, (known, _, _) in GGML_TYPES.items() if known == key), None)
+    if number is None:
+        try:
+            from gguf import GGMLQuantizationType
+
+            number = int(GGMLQuantizationType[key]) if key in GGMLQuantizationType.__members__ else None
+        except ImportError:
+            return None
+    return number
 
 
 def tensor_nbytes(dims: tuple[int, ...], ggml_type: int) -> int:
     """Bytes of a tensor of ``dims`` elements stored as ``ggml_type``."""
-    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-
-    try:
-        block, size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
-    except (ValueError, KeyError):
-        raise GGUFError(f"unknown ggml type {ggml_type}") from None
+    _, block, size = type_info(ggml_type)
     count = 1
     for d in dims:
         count *= d
@@ -223,3 +251,81 @@ GGUF_MAGIC = 0x46554747  # "GGUF" read as a little-endian uint32 (gguf.GGUF_MAGI
 # value is a dict lookup rather than an enum construction per token.
 _STRING, _ARRAY = 8, 9
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+# ggml's types: number -> (name, elements per block, bytes per block), as in ggml.h and gguf's GGML_QUANT_SIZES
+# (tests/llamacpp/test_gguf_tables.py checks both tables against the installed gguf package).
+GGML_TYPES: dict[int, tuple[str, int, int]] = {
+    0: ("F32", 1, 4),
+    1: ("F16", 1, 2),
+    2: ("Q4_0", 32, 18),
+    3: ("Q4_1", 32, 20),
+    6: ("Q5_0", 32, 22),
+    7: ("Q5_1", 32, 24),
+    8: ("Q8_0", 32, 34),
+    9: ("Q8_1", 32, 40),
+    10: ("Q2_K", 256, 84),
+    11: ("Q3_K", 256, 110),
+    12: ("Q4_K", 256, 144),
+    13: ("Q5_K", 256, 176),
+    14: ("Q6_K", 256, 210),
+    15: ("Q8_K", 256, 292),
+    16: ("IQ2_XXS", 256, 66),
+    17: ("IQ2_XS", 256, 74),
+    18: ("IQ3_XXS", 256, 98),
+    19: ("IQ1_S", 256, 50),
+    20: ("IQ4_NL", 32, 18),
+    21: ("IQ3_S", 256, 110),
+    22: ("IQ2_S", 256, 82),
+    23: ("IQ4_XS", 256, 136),
+    24: ("I8", 1, 1),
+    25: ("I16", 1, 2),
+    26: ("I32", 1, 4),
+    27: ("I64", 1, 8),
+    28: ("F64", 1, 8),
+    29: ("IQ1_M", 256, 56),
+    30: ("BF16", 1, 2),
+    34: ("TQ1_0", 256, 54),
+    35: ("TQ2_0", 256, 66),
+    39: ("MXFP4", 32, 17),
+    40: ("NVFP4", 64, 36),
+    41: ("Q1_0", 128, 18),
+}
+
+# llama.cpp's file types (``general.file_type``): number -> gguf's LlamaFileType name.
+FILE_TYPES: dict[int, str] = {
+    0: "ALL_F32",
+    1: "MOSTLY_F16",
+    2: "MOSTLY_Q4_0",
+    3: "MOSTLY_Q4_1",
+    7: "MOSTLY_Q8_0",
+    8: "MOSTLY_Q5_0",
+    9: "MOSTLY_Q5_1",
+    10: "MOSTLY_Q2_K",
+    11: "MOSTLY_Q3_K_S",
+    12: "MOSTLY_Q3_K_M",
+    13: "MOSTLY_Q3_K_L",
+    14: "MOSTLY_Q4_K_S",
+    15: "MOSTLY_Q4_K_M",
+    16: "MOSTLY_Q5_K_S",
+    17: "MOSTLY_Q5_K_M",
+    18: "MOSTLY_Q6_K",
+    19: "MOSTLY_IQ2_XXS",
+    20: "MOSTLY_IQ2_XS",
+    21: "MOSTLY_Q2_K_S",
+    22: "MOSTLY_IQ3_XS",
+    23: "MOSTLY_IQ3_XXS",
+    24: "MOSTLY_IQ1_S",
+    25: "MOSTLY_IQ4_NL",
+    26: "MOSTLY_IQ3_S",
+    27: "MOSTLY_IQ3_M",
+    28: "MOSTLY_IQ2_S",
+    29: "MOSTLY_IQ2_M",
+    30: "MOSTLY_IQ4_XS",
+    31: "MOSTLY_IQ1_M",
+    32: "MOSTLY_BF16",
+    36: "MOSTLY_TQ1_0",
+    37: "MOSTLY_TQ2_0",
+    38: "MOSTLY_MXFP4_MOE",
+    39: "MOSTLY_NVFP4",
+    40: "MOSTLY_Q1_0",
+}

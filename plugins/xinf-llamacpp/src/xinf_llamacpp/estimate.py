@@ -58,7 +58,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from xinf.gguf import ArrayInfo, GGUFHeader, TensorInfo, tensor_nbytes
+from xinf.gguf import ArrayInfo, GGUFHeader, TensorInfo, tensor_nbytes, type_info
 from xinf.units import MiB, format_bytes
 from xinf_llamacpp.options import KV_PAD, Context, flash_attention, ggml_type_of, parse_bool
 
@@ -503,6 +503,4 @@ def describe(p: Plan, shape: ModelShape, settings: EstimateOptions, free: list[i
 
 
 def _type_name(ggml_type: int) -> str:
-    from gguf import GGMLQuantizationType
-
-    return GGMLQuantizationType(ggml_type).name.lower()
+    return type_info(ggml_type)[0].lower()

@@ -164,24 +164,25 @@ def parse_bool(value: Any, name: str) -> bool:
 
 def ggml_type_of(value: Any, name: str) -> int:
     """A KV cache type (``f16``, ``q8_0``, ``GGML_TYPE_Q8_0`` or its number) -> the ggml type number."""
-    from gguf import GGMLQuantizationType
+    from xinf.gguf import GGUFError, type_info, type_number
 
     if isinstance(value, enum.Enum):
         value = value.value
     if isinstance(value, int) and not isinstance(value, bool):
         try:
-            return int(GGMLQuantizationType(value))
-        except ValueError:
+            type_info(value)
+            return value
+        except GGUFError:
             pass
     elif isinstance(value, str):
-        key = value.rsplit(".", 1)[-1].upper().removeprefix("GGML_TYPE_")
-        if key in GGMLQuantizationType.__members__:
-            return int(GGMLQuantizationType[key])
-    names = ", ".join(t.name.lower() for t in GGMLQuantizationType if t.name in _KV_TYPES)
+        number = type_number(value.rsplit(".", 1)[-1].upper().removeprefix("GGML_TYPE_"))
+        if number is not None:
+            return number
+    names = ", ".join(t.lower() for t in _KV_TYPES)
     raise LaunchError(f"option {name}: unknown cache type {value!r}; use one of {names}")
 
 
-_KV_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "IQ4_NL", "Q5_0", "Q5_1")
+_KV_TYPES = ("F32", "F16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL", "BF16")  # in ggml's order
 
 
 def flash_attention(value: Any) -> bool:
