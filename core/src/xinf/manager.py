@@ -163,6 +163,7 @@ class ModelManager:
     async def start(self, model: RunningModel) -> None:
         """Find the files, place the replicas and start them; undo everything on failure."""
         uid, spec = model.uid, model.spec
+        began = time.monotonic()
         try:
             path = await asyncio.to_thread(
                 hub.local_path, spec, self.settings, hub=model.request.download_hub, job=model.download
@@ -184,6 +185,7 @@ class ModelManager:
             hardware = await asyncio.to_thread(self.hardware)
             placements = self._place(model, hardware, model.request.replica, model.request, 0)
             model.replicas = self._reserve(model, placements)  # listed before they start: cancel() stops them
+            placed = time.monotonic()
             failure = await _start_all(model.replicas, self.settings.launch_timeout)
             if model.cancelled:
                 raise LaunchCancelled(f"the launch of {uid!r} was cancelled while loading", code="cancelled")
@@ -201,6 +203,9 @@ class ModelManager:
         self.monitor.start()
         self.watchdog.start()
         log.info("model %s ready: %s on %s, %d replica(s)", uid, spec.name, model.engine, len(model.replicas))
+        log.debug(
+            "launch of %s: files and placement %.3fs, replicas %.3fs", uid, placed - began, time.monotonic() - placed
+        )
 
     def _engine_packages(self, engine: str) -> list[str]:
         """What the engine plugin asks to have installed in a model's virtual environment."""

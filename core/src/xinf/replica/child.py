@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
@@ -324,6 +325,7 @@ async def serve_stream(reader: asyncio.StreamReader, outlet: Outlet, host: Plugi
     if not isinstance(launch, p.Launch):
         print(f"expected a Launch frame, got {type(launch).__name__}", file=sys.stderr)
         return 2
+    began = time.monotonic()
     try:
         await replica.load(launch)
     except BaseException as exc:
@@ -335,7 +337,11 @@ async def serve_stream(reader: asyncio.StreamReader, outlet: Outlet, host: Plugi
         await outlet.drain()
         return 1
     replica.send(p.Hello(pid=os.getpid(), info={**replica.info, "warm": host is not None}))
-    print(f"replica ready: {launch.spec.name} on engine {launch.engine} (pid {os.getpid()})", flush=True)
+    took = time.monotonic() - began
+    print(
+        f"replica ready: {launch.spec.name} on engine {launch.engine} (pid {os.getpid()}), loaded in {took:.3f}s",
+        flush=True,
+    )
     while True:
         try:
             frame = await p.read_frame(reader)

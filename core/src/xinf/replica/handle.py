@@ -158,8 +158,10 @@ class ReplicaHandle:
 
     async def start(self) -> None:
         """Start the replica, send it the model, wait until it is loaded (and answers pings)."""
+        began = time.monotonic()
         try:
             reader, exited = await self._open()
+            opened = time.monotonic()
             self.exited = exited
             self.connected = True
             self._write(p.encode(self.launch))
@@ -185,8 +187,18 @@ class ReplicaHandle:
                 asyncio.ensure_future(self._read(reader)),
                 asyncio.ensure_future(self._watch(exited)),
             ]
+            loaded = time.monotonic()
             if self.health.enabled:
                 await self._probe()
+            log.debug(
+                "%s ready in %.3fs: process %.3fs (%s), load %.3fs, health check %.3fs",
+                self.name,
+                time.monotonic() - began,
+                opened - began,
+                "warm" if self.info.get("warm") else "started",
+                loaded - opened,
+                time.monotonic() - loaded,
+            )
         except BaseException:
             self.stopping = True  # a replica that never started is not restarted
             self.connected = False
