@@ -50,6 +50,7 @@ def params(path: Path, settings: Settings) -> Any:
     p.n_parallel = settings.max_seqs
     p.cpuparams.n_threads = p.cpuparams_batch.n_threads = settings.threads
     p.reasoning_format = xlc.common_reasoning_format.COMMON_REASONING_FORMAT_NONE
+    p.warmup = False  # the plugin skips llama.cpp's warm-up run on a CPU replica
     p.verbosity = 0
     return p
 

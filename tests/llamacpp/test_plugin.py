@@ -128,3 +128,23 @@ async def test_json_schema_constrains_the_output(smollm2: ModelSpec) -> None:
         assert chunks[-1].finish_reason == "stop"
     finally:
         unload(model=model)
+
+
+@pytest.mark.parametrize(("options", "warms_up"), [({}, False), ({"warmup": True}, True)])
+def test_a_cpu_replica_skips_the_warm_up_run_unless_asked(
+    smollm2: ModelSpec, capfd: pytest.CaptureFixture[str], options: dict, warms_up: bool
+) -> None:
+    """The warm-up only delays a CPU replica's launch (its first request is no slower without it); the option
+    still turns it on."""
+    model = load(
+        spec=smollm2,
+        options={"n_ctx": 256, "n_parallel": 1, "n_threads": 1, "verbosity": 4, **options},
+        placement=Placement(),
+    )
+    try:
+        log = capfd.readouterr()
+        text = log.out + log.err
+        assert "load_model: initializing" in text  # llama.cpp's log of the load is here
+        assert ("warming up the model" in text) is warms_up
+    finally:
+        unload(model=model)
