@@ -288,7 +288,7 @@ def run_sections(
 def internal(argv: list[str]) -> int:
     """The parts that run in an engine's own interpreter, started by ``main``."""
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("command", choices=["_child", "_first-token", "_own-server"])
+    parser.add_argument("command", choices=["_child", "_own-server"])
     parser.add_argument("rest", nargs="+")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--port", type=int)
@@ -299,11 +299,6 @@ def internal(argv: list[str]) -> int:
     settings_parser(parser)
     args = parser.parse_args(argv)
     settings = settings_from(args)
-    if args.command == "_first-token":
-        engine = module(args.rest[0])
-        engine.first_token(args.model_path or engine.model(settings), settings)
-        print("first token", flush=True)
-        os._exit(0)  # the parent timed it; tearing the engine down is not part of the figure
     if args.command == "_own-server":
         engine = module(args.rest[0])
         engine.own_server(args.model_path or engine.model(settings), settings, args.port)

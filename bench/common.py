@@ -20,26 +20,10 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.knobs import Settings as Settings  # defined there, light for the launch baseline's child
+from bench.knobs import messages as messages
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """The knobs both sides of a comparison share."""
-
-    #: tools/tinymodels.py preset: tiny (~3M parameters, a smoke run) or 100m (~99M)
-    size: str = "100m"
-    #: output tokens per request (end-of-sequence ignored, so every request writes exactly this many)
-    tokens: int = 64
-    #: engine CPU threads on both sides (llama.cpp threads, torch threads, vLLM's OpenMP threads)
-    threads: int = 1
-    #: requests decoded together: llama.cpp n_parallel, transformers and vLLM max_num_seqs
-    max_seqs: int = 16
-    #: tokens one request may span (prompt + output)
-    context: int = 1024
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def tinymodels() -> Any:
@@ -50,11 +34,6 @@ def tinymodels() -> Any:
     import tinymodels as module
 
     return module
-
-
-def messages(i: int) -> list[dict[str, str]]:
-    """Request ``i``'s chat: a different opening per request, so no engine serves it from a prefix cache."""
-    return [{"role": "user", "content": f"Story {i}: tell me a long story about a lighthouse keeper and the sea."}]
 
 
 # ------------------------------------------------------------------------------------------ timing

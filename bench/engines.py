@@ -104,7 +104,7 @@ def first_token_seconds(engine: str, settings: Settings) -> float:
     """Seconds from starting a fresh interpreter to the engine's first token (the raw engine's launch)."""
     # The model is found here: building its path needs numpy and tokenizers, which no launch imports.
     path = module(engine).model(settings)
-    argv = [sys.executable, "-m", "bench", "_first-token", engine, "--model-path", str(path), *settings_args(settings)]
+    argv = [sys.executable, "-m", "bench.first_token", engine, str(path), json.dumps(settings.to_json())]
     start = time.monotonic()
     child = Child(argv, child_env(settings), stdout=subprocess.PIPE)
     try:

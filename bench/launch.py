@@ -10,7 +10,7 @@ it (``XINF_WARM_POOL_ENGINES``) and has refilled since the last launch (the
 bench waits for its idle worker, as a server between launches has one).
 Baseline: a fresh interpreter that imports the engine, loads the same model
 with the same settings and streams the same request until its first token
-(``python -m bench _first-token ENGINE``).  The three take turns, the side
+(``python -m bench.first_token``, which imports the engine's module only).  The three take turns, the side
 that goes first rotating by round.
 """
 

@@ -2,20 +2,20 @@
 
 The model is the generated GGUF of the chosen size (``tools/tinymodels.py``,
 ``gguf-<size>``: llama architecture, F16, the same tokenizer as the
-Hugging Face models).  xllamacpp is imported inside the functions only.
+Hugging Face models).  xllamacpp is imported inside the functions only, and
+so is the harness (asyncio, ``bench.common``): ``first_token`` runs in the
+launch baseline's fresh interpreter (``bench.first_token``), which should pay
+for the engine alone.
 """
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.common import Settings, messages, tinymodels
+from bench.knobs import Settings, messages
 
 NAME = "llamacpp"
 LIBRARY = "xllamacpp"
@@ -23,6 +23,8 @@ LABEL = "llama.cpp"
 
 
 def model(settings: Settings) -> Path:
+    from bench.common import tinymodels
+
     return Path(tinymodels().ensure(f"gguf-{settings.size}"))
 
 
@@ -70,6 +72,8 @@ class Direct:
     """An ``xllamacpp.Server`` in this process; each request blocks a thread, as in the plugin."""
 
     def __init__(self, path: Path, settings: Settings):
+        from concurrent.futures import ThreadPoolExecutor
+
         import xllamacpp as xlc
 
         self.server = xlc.Server(params(path, settings))
@@ -94,6 +98,8 @@ class Direct:
         return usage[-1], first[0]
 
     async def one(self, i: int) -> tuple[int, float]:
+        import asyncio
+
         return await asyncio.get_running_loop().run_in_executor(self.pool, self._request, i)
 
     async def close(self) -> None:
@@ -124,6 +130,8 @@ def first_token(path: Path, settings: Settings) -> None:
 
 def own_server(path: Path, settings: Settings, port: int) -> None:
     """llama.cpp's own HTTP server (the one xllamacpp's ``Server`` runs), until SIGTERM."""
+    import signal
+
     import xllamacpp as xlc
 
     p = params(path, settings)
