@@ -234,10 +234,11 @@ class _Parser:
         if fmt is not None:
             self.pos += struct.calcsize(fmt) * count
         elif item_type == _STRING:
-            fmt_len = self.order + "Q"
+            # A vocabulary is walked on every launch (server and replica): the loop's names are locals.
+            unpack, buf, pos = struct.Struct(self.order + "Q").unpack_from, self.buf, self.pos
             for _ in range(count):
-                (length,) = struct.unpack_from(fmt_len, self.buf, self.pos)
-                self.pos += 8 + length
+                pos += 8 + unpack(buf, pos)[0]
+            self.pos = pos
         else:
             for _ in range(count):
                 self.value(item_type)
