@@ -112,18 +112,7 @@ def run(ctx: common.Context, report: Report) -> None:
         ("estimates", "3. Estimate against measured", _estimates),
         ("serving", "4. Chat, embeddings and tokens/s on the device", _serving),
     ]
-    server = common.start_server(ctx, "transformers")
-    try:
-        for name, title, fn in steps:
-            if not ctx.wanted(name):
-                continue
-            if ctx.left() < 20:
-                report.heading(title)
-                report.add("**Skipped**: the run's time is up (rerun with `--only " + name + "`).")
-                continue
-            report.step(name, title, lambda fn=fn: fn(ctx, report, server, profile))
-    finally:
-        server.stop()
+    common.run_steps(ctx, report, "transformers", steps, profile)
 
 
 def _machine(report: Report) -> None:
