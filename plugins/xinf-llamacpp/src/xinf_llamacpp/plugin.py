@@ -32,7 +32,7 @@ ENGINE = "llama.cpp"
 log = logging.getLogger("xinf_llamacpp")
 #: What a warm-pool worker imports before its launch (xinf.warmpool).  A GPU build that loads its driver at import
 #: is seen by the worker, which then serves CPU replicas only.
-WARM_IMPORTS = ["xllamacpp", "xinf_llamacpp.engine"]
+WARM_IMPORTS = ["xllamacpp", "xinf_llamacpp.engine", "xinf_llamacpp.estimate"]  # estimate: load() reads the shape
 
 
 @hookimpl
