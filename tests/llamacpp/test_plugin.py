@@ -142,6 +142,7 @@ def test_a_cpu_replica_skips_the_warm_up_run_unless_asked(
         placement=Placement(),
     )
     try:
+        assert len(slots(model)) == 1  # llama.cpp's loop is running (a Server destroyed before it starts can hang)
         log = capfd.readouterr()
         text = log.out + log.err
         assert "load_model: initializing" in text  # llama.cpp's log of the load is here
