@@ -19,7 +19,9 @@ Workloads:
 
 - **multi-turn**: ``--conversations`` conversations, each with its own long system prompt, take ``--turns``
   turns; the conversations run side by side (one request each at a time), each turn's prompt is the whole
-  history so far, as chat clients send it.  Time to first token of every turn after the first: that is where the
+  history so far, as chat clients send it.  Before each later turn its user thinks for a random pause of up to
+  ``--think`` seconds: without one, a conversation's next turn would follow its reply at once, and least-busy
+  routing would send it back to the replica that has just freed a place, which no real traffic does.  Time to first token of every turn after the first: that is where the
   engine's prompt cache pays, if the turn reaches the replica that holds it.  With more conversations than one
   replica's cache holds, least-busy routing sends every conversation to every replica and the caches keep evicting
   each other.  The cache-hit share is the engine's ``usage.prompt_tokens_details.cached_tokens`` over the prompt
@@ -152,9 +154,12 @@ async def multi_turn(url: str, uid: str, args: argparse.Namespace) -> list[Reply
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
 
         async def conversation(n: int) -> list[Reply]:
+            rng = random.Random(n)
             messages = [{"role": "system", "content": system_prompt(n, args.system_words)}]
             later: list[Reply] = []
             for t in range(args.turns):
+                if t:
+                    await asyncio.sleep(rng.uniform(0, args.think))
                 messages.append({"role": "user", "content": f"Question {t}: say something about {WORDS[t]}."})
                 reply = await one(client, uid, messages, args.tokens)
                 messages.append({"role": "assistant", "content": reply.text})
@@ -287,6 +292,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--vllm-python", default=Interpreters().vllm, help="interpreter that has vLLM")
     parser.add_argument("--turns", type=int, default=4)
     parser.add_argument("--system-words", type=int, default=1000, help="words of each conversation's system prompt")
+    parser.add_argument("--think", type=float, default=2.0, help="most seconds a user pauses before a next turn")
     parser.add_argument("--tokens", type=int, default=8, help="output tokens per request")
     parser.add_argument("--streams", type=int, default=4, help="concurrent streams of the random workload")
     parser.add_argument("--requests", type=int, default=16, help="requests of the random workload")
@@ -316,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"Routing: multi-turn = {args.conversations} conversations x {args.turns} turns side by side, "
-        f"~{args.system_words}-word system prompts, {args.tokens} output tokens (TTFT and cached share of turns "
+        f"~{args.system_words}-word system prompts, pauses up to {args.think:g} s, {args.tokens} output tokens (TTFT and cached share of turns "
         f"2..{args.turns}); random = {args.streams} streams, {args.requests} requests; {args.rounds} round(s)"
     )
     for engine in engines:
