@@ -258,13 +258,14 @@ def report(results: list[dict[str, Any]]) -> str:
         p50p, p50b = percentile(p["ttft"], 0.5), percentile(b["ttft"], 0.5)
         p95p, p95b = percentile(p["ttft"], 0.95), percentile(b["ttft"], 0.95)
         ratep, rateb = statistics.median(p["rate"]), statistics.median(b["rate"])
+        prompt = (p["prompt_tokens"] + b["prompt_tokens"]) / max(1, len(p["ttft"]) + len(b["ttft"]))
         rows.append(
-            (r["engine"], r["replicas"], f"{p50b * 1000:.0f}", f"{p50p * 1000:.0f}", f"{p50p / p50b:.2f}",
+            (r["engine"], r["replicas"], f"{prompt:.0f}", f"{p50b * 1000:.0f}", f"{p50p * 1000:.0f}", f"{p50p / p50b:.2f}",
              f"{p95b * 1000:.0f}", f"{p95p * 1000:.0f}", f"{p95p / p95b:.2f}", hit_share(b), hit_share(p),
              f"{rateb:.1f}", f"{ratep:.1f}", f"{ratep / rateb:.2f}")
         )  # fmt: skip
     headers = (
-        "engine", "replicas", "least-busy TTFT p50 ms", "prefix TTFT p50 ms", "prefix/least-busy",
+        "engine", "replicas", "mean prompt tokens", "least-busy TTFT p50 ms", "prefix TTFT p50 ms", "prefix/least-busy",
         "least-busy TTFT p95 ms", "prefix TTFT p95 ms", "prefix/least-busy", "least-busy cached", "prefix cached",
         "random least-busy tok/s", "random prefix tok/s", "prefix/least-busy",
     )  # fmt: skip
