@@ -200,3 +200,15 @@ def test_the_total_goes_to_the_engines_launched_last(tmp_path: Path) -> None:
     for engine in ("a", "b", "c"):
         pool.profiles[("python", engine)] = {}
     assert pool.allotment() == {("python", "c"): 2, ("python", "b"): 1, ("python", "a"): 0}
+
+
+def test_a_mapped_cuda_driver_counts_only_once_initialised() -> None:
+    """torch may map libcuda at import without initialising it: the devices are read at cuInit, after Adopt."""
+    from xinf.replica.warm import driver_loaded
+
+    maps = "7f00-7f10 r-xp 00000000 08:01 42 /usr/lib/x86_64-linux-gnu/libcuda.so.580.159.04\n"
+    assert not driver_loaded(maps, cuda_initialised=lambda: False)
+    assert driver_loaded(maps, cuda_initialised=lambda: True)
+    assert driver_loaded("7f00-7f10 r-xp 0 0 0 /opt/rocm/lib/libamdhip64.so.6\n", cuda_initialised=lambda: False)
+    assert not driver_loaded("7f00-7f10 r-xp 0 0 0 /usr/lib/libc.so.6\n", cuda_initialised=lambda: True)
+    assert not driver_loaded()  # this test process has no GPU driver mapped

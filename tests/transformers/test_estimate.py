@@ -66,11 +66,31 @@ def test_qwen25_7b(tmp_path: Path) -> None:
     # KV: 2 (K, V) x 28 layers x 4 KV heads x 128 head dim x 2 bytes = 57,344 B/token,
     # for 16 sequences x 4096 tokens (the engine's default context cap).
     assert est.kv_cache == 57_344 * 16 * 4096 == int(3.5 * GiB)
-    # Overhead: one prefill step of 512 tokens with fp32 logits 4*152064 and
-    # activations 4*(2*18944 + 4*3584) bytes per token, plus 512 MiB of runtime.
-    assert est.overhead == 512 * (4 * 152064 + 4 * (2 * 18944 + 4 * 3584)) + 512 * MiB
+    # Overhead: one prefill step of 512 tokens with activations 4*(2*18944 + 4*3584) bytes per token, fp32
+    # logits 4*152064 for each of the 16 sequences, the sdpa mask 512 x (65,536 cache + 512) tokens in bf16,
+    # plus 800 MiB for the CUDA context (measured on an H200).
+    step = 512 * 4 * (2 * 18944 + 4 * 3584) + 16 * 4 * 152064 + 512 * (65_536 + 512) * 2
+    assert est.overhead == step + 800 * MiB
     assert est.per_device == [est.total]
     assert 17 * GiB < est.total < 20 * GiB
+
+
+def test_the_cpu_has_no_cuda_context(tmp_path: Path) -> None:
+    spec = spec_for(tmp_path, QWEN25_7B)
+    options = {"dtype": "bfloat16", "max_num_seqs": 16}
+    on_gpu = estimate_vram(spec=spec, options=options, devices=[gpu(0)])
+    on_cpu = estimate_vram(spec=spec, options=options, devices=[])
+    assert on_gpu.overhead - on_cpu.overhead == (800 - 512) * MiB
+    assert on_cpu.host == on_cpu.total and on_gpu.host == 0
+
+
+def test_the_attention_mask_grows_with_the_cache(tmp_path: Path) -> None:
+    """transformers' paged cache keeps a batch tokens x cache tokens mask for sdpa: 256 MiB more at 262,144 tokens."""
+    spec = spec_for(tmp_path, LLAMA31_8B)
+    small = estimate_vram(spec=spec, options={"max_num_seqs": 4, "context_length": 2048}, devices=[gpu(0)])
+    big = estimate_vram(spec=spec, options={"max_num_seqs": 32, "context_length": 8192}, devices=[gpu(0)])
+    logits = (32 - 4) * 4 * 128256
+    assert big.overhead - small.overhead == 512 * (32 * 8192 - 4 * 2048) * 2 + logits
 
 
 def test_llama31_8b_context_and_seqs(tmp_path: Path) -> None:

@@ -136,6 +136,23 @@ def start_server(ctx: Context, name: str, extra_env: dict[str, str] | None = Non
     return ServerProcess(home, env=server_env(ctx, extra_env), startup_timeout=120).start()
 
 
+def run_steps(ctx: Context, report: Any, name: str, steps: list[tuple[str, str, Any]], profile: Any) -> None:
+    """Run each wanted ``(name, title, fn(ctx, report, server, profile))`` against one server; a step the run's
+    time no longer allows is reported as skipped, with the ``--only`` that reruns it."""
+    server = start_server(ctx, name)
+    try:
+        for step, title, fn in steps:
+            if not ctx.wanted(step):
+                continue
+            if ctx.left() < 20:
+                report.heading(title)
+                report.add("**Skipped**: the run's time is up (rerun with `--only " + step + "`).")
+                continue
+            report.step(step, title, lambda fn=fn: fn(ctx, report, server, profile))
+    finally:
+        server.stop()
+
+
 def xinf_cli(server: Any, *args: str, timeout: float = 120) -> Any:
     """Run ``xinf ARGS -e URL --json`` against the server and return its JSON."""
     cmd = [sys.executable, "-m", "xinf.cli.main", *args]

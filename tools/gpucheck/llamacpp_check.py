@@ -169,18 +169,7 @@ def run(ctx: common.Context, report: Report) -> None:
         ("replicas", "3. Three replicas on the one GPU", _replicas),
         ("throughput", "4. Tokens/s through xinf against xllamacpp in-process", _throughput),
     ]
-    server = common.start_server(ctx, "llamacpp")
-    try:
-        for name, title, fn in steps:
-            if not ctx.wanted(name):
-                continue
-            if ctx.left() < 20:
-                report.heading(title)
-                report.add("**Skipped**: the run's time is up (rerun with `--only " + name + "`).")
-                continue
-            report.step(name, title, lambda fn=fn: fn(ctx, report, server, profile))
-    finally:
-        server.stop()
+    common.run_steps(ctx, report, "llamacpp", steps, profile)
 
 
 def _build(ctx: common.Context, report: Report) -> None:

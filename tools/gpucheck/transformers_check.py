@@ -21,8 +21,11 @@ import asyncio
 import dataclasses
 import gc
 import itertools
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -44,6 +47,7 @@ class Profile:
     streams: tuple[int, ...]
     tokens: int
     rounds: int
+    warmup: int  # unmeasured rounds per stream count and side: transformers' first rounds at a new batch size are slow
     prompt_words: int  # a prompt long enough to fill one prefill step (max_batch_tokens 512)
     threads: int | None
 
@@ -57,6 +61,7 @@ GPU = Profile(
     streams=(1, 16, 64),
     tokens=64,
     rounds=2,
+    warmup=2,
     prompt_words=400,
     threads=None,
 )
@@ -69,6 +74,7 @@ CPU = Profile(
     streams=(1, 4),
     tokens=16,
     rounds=1,
+    warmup=0,
     prompt_words=60,
     threads=1,
 )
@@ -106,18 +112,7 @@ def run(ctx: common.Context, report: Report) -> None:
         ("estimates", "3. Estimate against measured", _estimates),
         ("serving", "4. Chat, embeddings and tokens/s on the device", _serving),
     ]
-    server = common.start_server(ctx, "transformers")
-    try:
-        for name, title, fn in steps:
-            if not ctx.wanted(name):
-                continue
-            if ctx.left() < 20:
-                report.heading(title)
-                report.add("**Skipped**: the run's time is up (rerun with `--only " + name + "`).")
-                continue
-            report.step(name, title, lambda fn=fn: fn(ctx, report, server, profile))
-    finally:
-        server.stop()
+    common.run_steps(ctx, report, "transformers", steps, profile)
 
 
 def _machine(report: Report) -> None:
@@ -132,8 +127,32 @@ def _machine(report: Report) -> None:
             info["torch_device"] = torch.cuda.get_device_name(0)
     except ImportError as exc:
         info["torch_error"] = str(exc)
+    info["warm_worker"] = _warm_worker_probe()
     report.record("machine", info)
     report.table(["what", "value"], [(k, v) for k, v in info.items()])
+
+
+WARM_PROBE = """
+import json
+from xinf.replica.warm import DRIVERS, driver_loaded, warm_imports
+done = warm_imports("transformers")
+maps = open("/proc/self/maps").read()
+print(json.dumps({"imported": len(done), "driver_mapped": any(lib in maps for lib in DRIVERS),
+                  "devices_read": driver_loaded()}))
+"""
+
+
+def _warm_worker_probe() -> Any:
+    """What a warm-pool worker's imports do to the GPU driver, devices hidden as in the pool: a worker whose driver
+    read the (hidden) devices can serve CPU launches only (xinf.warmpool)."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", WARM_PROBE], env=env, capture_output=True, text=True, timeout=120, check=True
+        )
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError) as exc:
+        return f"probe failed: {exc}"
 
 
 def _models(ctx: common.Context, report: Report, profile: Profile) -> None:
@@ -369,9 +388,9 @@ def _kill_under_load(
     time.sleep(0.5)
     os.kill(victim, signal.SIGKILL)
     killed_at = time.monotonic()
-    thread.join(timeout=600)
     gone = common.wait_gone([victim], timeout=60)
-    freed_seconds = time.monotonic() - killed_at
+    freed_seconds = time.monotonic() - killed_at  # before the load ends: how long the dead process lingered
+    thread.join(timeout=600)
     after = common.wait_ready(server, [uid], timeout=300)[uid]
     new_pids = [r["pid"] for r in after["replicas"]]
     common.long_prompt_request(server, uid, profile.prompt_words)
@@ -636,6 +655,9 @@ def _serving(ctx: common.Context, report: Report, server: Any, profile: Profile)
     try:
         for streams in profile.streams:
             xs, ds = [], []
+            for _ in range(profile.warmup):  # on an H200 both sides took 3-5x longer in their first two rounds
+                common.throughput(server.url, uid, streams, profile.tokens, 1)
+                direct.rate(streams)
             for r in range(profile.rounds):
                 order = [("xinf", xs), ("direct", ds)] if r % 2 == 0 else [("direct", ds), ("xinf", xs)]
                 for side, rates in order:
@@ -651,7 +673,8 @@ def _serving(ctx: common.Context, report: Report, server: Any, profile: Profile)
         direct.close()
         common.terminate(server, uid)
     report.add(
-        f"Output tokens/s, {profile.tokens} tokens per request (end-of-sequence ignored), best of {profile.rounds} rounds:"
+        f"Output tokens/s, {profile.tokens} tokens per request (end-of-sequence ignored), best of {profile.rounds} rounds"
+        f" after {profile.warmup} unmeasured rounds per stream count and side:"
     )
     report.table(["streams", "transformers in-process", "xinf over HTTP", "xinf / in-process"], rows)
 

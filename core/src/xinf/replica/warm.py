@@ -9,17 +9,22 @@ environment and log file, and it goes on as a replica started cold would
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import importlib
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 from xinf.plugins import PluginHost
 from xinf.replica import protocol as p
 
 log = logging.getLogger("xinf.replica")
-#: Libraries whose presence in the process means a GPU driver was loaded (and has read the visible devices).
+#: Libraries whose presence in the process means a GPU driver was loaded.  libcuda reads the visible devices only
+#: when initialised (``cuInit``), so a mapped libcuda that says "not initialised" still takes the launch's devices;
+#: the others are taken to have read them on loading.
 DRIVERS = ("libcuda.so", "libamdhip64.so", "libhsa-runtime64.so")
+CUDA_ERROR_NOT_INITIALIZED = 3
 
 
 def warm_imports(engine: str, host: PluginHost | None = None) -> list[str]:
@@ -41,14 +46,29 @@ def warm_imports(engine: str, host: PluginHost | None = None) -> list[str]:
     return done
 
 
-def driver_loaded() -> bool:
-    """Whether a GPU driver library is mapped into this process (Linux; False where that cannot be seen)."""
+def driver_loaded(maps: str | None = None, cuda_initialised: Callable[[], bool] | None = None) -> bool:
+    """Whether a GPU driver in this process has read the visible devices already (Linux; False where the mapped
+    libraries cannot be seen).  ``maps`` and ``cuda_initialised`` are for tests."""
+    if maps is None:
+        try:
+            with open("/proc/self/maps") as f:
+                maps = f.read()
+        except OSError:
+            return False
+    if any(lib in maps for lib in DRIVERS[1:]):
+        return True
+    return DRIVERS[0] in maps and (cuda_initialised or _cuda_initialised)()
+
+
+def _cuda_initialised() -> bool:
+    """Whether ``cuInit`` ran in this process: every driver call before it answers CUDA_ERROR_NOT_INITIALIZED (3).
+    Asks the libcuda already mapped (RTLD_NOLOAD loads nothing); counting devices initialises nothing."""
     try:
-        with open("/proc/self/maps") as f:
-            maps = f.read()
-    except OSError:
-        return False
-    return any(lib in maps for lib in DRIVERS)
+        lib = ctypes.CDLL("libcuda.so.1", mode=os.RTLD_NOLOAD)
+        count = ctypes.c_int(0)
+        return int(lib.cuDeviceGetCount(ctypes.byref(count))) != CUDA_ERROR_NOT_INITIALIZED
+    except (OSError, AttributeError):
+        return True  # cannot tell: assume the devices were read
 
 
 def adopt(frame: p.Adopt) -> None:

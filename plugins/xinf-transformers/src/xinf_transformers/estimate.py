@@ -4,7 +4,10 @@ weights = parameters x dtype size; parameters are counted from the safetensors
 headers when the files are there, else derived from the config's shape.
 kv_cache = 2 (K and V) x layers x kv_heads x head_dim x dtype size x the
 tokens the paged cache holds (max_num_seqs x context_length by default).
-overhead = activations of one prefill step plus a fixed runtime allowance.
+overhead = activations of one prefill step (with the attention mask the paged
+cache's sdpa path keeps) plus a fixed runtime allowance: the CUDA context on a GPU.
+Checked on an H200 (bench/results/gpu-h200-transformers.md): within 3% in total
+for a 99M and a 1.24B model at 2 context lengths x 2 batch sizes.
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ from xinf.types import Device, MemoryEstimate, ModelSpec
 from xinf_transformers import options as o
 
 MiB = 1 << 20
-#: CUDA context, allocator slack, tokenizer and Python objects
-RUNTIME_OVERHEAD = 512 * MiB
+#: On a GPU: the CUDA context with torch's kernels loaded (756-762 MiB measured on an H200 with torch 2.11 and
+#: CUDA 13, whatever the model), cuBLAS workspaces and allocator slack, the tokenizer and Python objects.
+CUDA_RUNTIME = 800 * MiB
+#: On the CPU: torch, the tokenizer and Python objects (no CUDA context).
+CPU_RUNTIME = 512 * MiB
 
 
 def estimate(spec: ModelSpec, raw: dict[str, Any], devices: list[Device]) -> MemoryEstimate | None:
@@ -39,7 +45,8 @@ def estimate(spec: ModelSpec, raw: dict[str, Any], devices: list[Device]) -> Mem
     embedding = spec.model_type in ("embedding", "rerank") or bool({"embed", "rerank"} & set(spec.abilities))
     tokens = 0 if embedding else kv_tokens(spec, opts, config)
     kv = tokens * kv_bytes_per_token(config, size)
-    overhead = activation_bytes(config, opts.max_batch_tokens) + RUNTIME_OVERHEAD
+    steps = activation_bytes(config, opts.max_batch_tokens, opts.max_num_seqs, tokens, size)
+    overhead = steps + (CUDA_RUNTIME if devices else CPU_RUNTIME)
     total = weights + kv + overhead
     note = f"{params / 1e9:.2f}B parameters in {dtype}; " + (
         "no KV cache (an encoder)" if embedding else f"KV cache for {tokens} tokens"
@@ -98,12 +105,22 @@ def count_params(config: dict[str, Any]) -> int:
     return embeddings + layers * (attn + mlp + norms) + hidden + head
 
 
-def activation_bytes(config: dict[str, Any], batch_tokens: int) -> int:
-    """Peak temporaries of one step: fp32 logits for the batch plus the widest hidden activations."""
+def activation_bytes(config: dict[str, Any], batch_tokens: int, seqs: int, cache_tokens: int, dtype_size: int) -> int:
+    """Peak temporaries of one step of ``batch_tokens`` tokens.
+
+    The widest hidden activations (fp32) per token; fp32 logits only for the
+    rows sampled in a step (one per sequence: continuous batching keeps the
+    last position of each); and the attention mask that transformers' paged
+    cache allocates for the sdpa attention the plugin loads with, batch tokens
+    x (cache tokens + batch tokens) in the model's dtype (256 MiB for 262,144
+    cache tokens in bf16, measured on a GPU).
+    """
     hidden = int(config["hidden_size"])
     inter = int(config.get("intermediate_size") or 4 * hidden)
     vocab = int(config["vocab_size"])
-    return batch_tokens * (4 * vocab + 4 * (2 * inter + 4 * hidden))
+    logits = 4 * vocab * max(1, min(seqs, batch_tokens))
+    mask = batch_tokens * (cache_tokens + batch_tokens) * dtype_size
+    return batch_tokens * 4 * (2 * inter + 4 * hidden) + logits + mask
 
 
 def safetensors_params(spec: ModelSpec) -> int | None:
