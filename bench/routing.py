@@ -313,8 +313,8 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure every engine of ``args`` that is installed; the results and the lines that describe the run."""
     interpreters = Interpreters(vllm=args.vllm_python)
     engines = []
     for name in args.engines:
@@ -323,22 +323,32 @@ def main(argv: list[str] | None = None) -> int:
             say(f"skipping {name}: {why}")
         else:
             engines.append((llamacpp if name == "llamacpp" else vllm)(args, interpreters.python(name)))
-    before = os.getloadavg()[0]
     results = []
+    for engine in engines:
+        results += measure(engine, args)
+    about = [
+        f"Routing: multi-turn = {args.conversations} conversations x {args.turns} turns side by side, "
+        f"~{args.system_words}-word system prompts, pauses up to {args.think:g} s, {args.tokens} output tokens (TTFT "
+        f"and cached share of turns 2..{args.turns}); random = {args.streams} streams, {args.requests} requests; "
+        f"{args.rounds} round(s)",
+        *(f"- {engine.name}: {engine.describe}" for engine in engines),
+    ]
+    return {"about": about, "results": results}
+
+
+def section_report(measured: dict[str, Any]) -> str:
+    return "\n".join(measured["about"]) + "\n\n" + report(measured["results"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    before = os.getloadavg()[0]
     with LoadWatch() as load:
-        for engine in engines:
-            results += measure(engine, args)
+        measured = run(args)
     info = machine()
     print(
         f"Machine: {info['nproc']} CPUs ({info['cpu']}), {info['memory_gib']} GiB, {info['date']}; 1-minute load "
         f"average {before:.2f} before the run, during it {load.describe()}\n"
     )
-    print(
-        f"Routing: multi-turn = {args.conversations} conversations x {args.turns} turns side by side, "
-        f"~{args.system_words}-word system prompts, pauses up to {args.think:g} s, {args.tokens} output tokens (TTFT and cached share of turns "
-        f"2..{args.turns}); random = {args.streams} streams, {args.requests} requests; {args.rounds} round(s)"
-    )
-    for engine in engines:
-        print(f"- {engine.name}: {engine.describe}")
-    print("\n" + report(results))
+    print(section_report(measured))
     return 0
