@@ -212,13 +212,7 @@ def main(argv: list[str]) -> int:
     sections = args.sections or list(SECTIONS)
     settings = settings_from(args, args.concurrency)
     interpreters = Interpreters(vllm=args.vllm_python)
-    engines = []
-    for engine in args.engines:
-        why = interpreters.missing(engine)
-        if why:
-            say(f"skipping {engine}: {why}")
-        else:
-            engines.append(engine)
+    engines = interpreters.installed(args.engines)
     before = os.getloadavg()[0]
     say(f"{settings}; 1-minute load average now {before:.2f}")
     with common.LoadWatch() as load:

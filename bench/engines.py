@@ -24,7 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench.common import REPO, Settings, quiet_env
+from bench.common import REPO, Settings, quiet_env, say
 
 ENGINES = ("llamacpp", "transformers", "vllm")
 
@@ -43,6 +43,17 @@ class Interpreters:
         if engine == "vllm" and Path(self.vllm).exists():
             return self.vllm
         return sys.executable
+
+    def installed(self, engines: list[str]) -> list[str]:
+        """Those of ``engines`` that can run here; says why each other one is skipped."""
+        out = []
+        for engine in engines:
+            why = self.missing(engine)
+            if why:
+                say(f"skipping {engine}: {why}")
+            else:
+                out.append(engine)
+        return out
 
     def missing(self, engine: str) -> str | None:
         """Why ``engine`` cannot run here, or None."""

@@ -316,13 +316,10 @@ def parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Measure every engine of ``args`` that is installed; the results and the lines that describe the run."""
     interpreters = Interpreters(vllm=args.vllm_python)
-    engines = []
-    for name in args.engines:
-        why = interpreters.missing(name)
-        if why:
-            say(f"skipping {name}: {why}")
-        else:
-            engines.append((llamacpp if name == "llamacpp" else vllm)(args, interpreters.python(name)))
+    engines = [
+        (llamacpp if name == "llamacpp" else vllm)(args, interpreters.python(name))
+        for name in interpreters.installed(args.engines)
+    ]
     results = []
     for engine in engines:
         results += measure(engine, args)
