@@ -111,7 +111,7 @@ def type_info(number: int) -> tuple[str, int, int]:
 def type_number(name: str) -> int | None:
     """The number of the ggml type called ``name`` (``Q8_0``, any case), or None."""
     key = name.upper()
-    number = next((n for n, (known, _, _) in GGML_TYPES.items() if known == key), None)
+    number = _TYPE_NUMBERS.get(key)
     if number is None:
         try:
             from gguf import GGMLQuantizationType
@@ -291,6 +291,7 @@ GGML_TYPES: dict[int, tuple[str, int, int]] = {
     40: ("NVFP4", 64, 36),
     41: ("Q1_0", 128, 18),
 }
+_TYPE_NUMBERS = {name: number for number, (name, _, _) in GGML_TYPES.items()}
 
 # llama.cpp's file types (``general.file_type``): number -> gguf's LlamaFileType name.
 FILE_TYPES: dict[int, str] = {
