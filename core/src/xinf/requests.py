@@ -10,7 +10,6 @@ The server tracks it whichever replica serves it, so
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -36,12 +35,12 @@ class Tracked:
         self.status = "running"
         self.created = time.time()
         self.aborted = asyncio.Event()
-        self.queue: asyncio.Queue[Any] | None = None  # the stream's, while watched
+        self.waiting: asyncio.Task[Any] | None = None  # the task waiting for the stream's next batch, if one is
 
     def abort(self) -> None:
         self.aborted.set()
-        if self.queue is not None:
-            self.queue.put_nowait(_ABORTED)
+        if self.waiting is not None:
+            self.waiting.cancel()  # the watcher turns this cancellation into the abort's ending
 
     @property
     def progress(self) -> float:
@@ -99,55 +98,44 @@ class RequestTracker:
     async def watch(self, tracked: Tracked, stream: AsyncIterator[list[Chunk]]) -> AsyncIterator[list[Chunk]]:
         """``stream``'s batches of chunks, counted; an abort stops it where it is and ends every choice with "abort".
 
-        The stream is pumped by its own task so that an abort ends it even
-        while the engine sends nothing; cancelling that task cancels the
-        request on its replica.
+        The batches are read in the consumer's own task (a relayed token
+        wakes no other task): an abort that comes while the stream waits
+        cancels that wait, which cancels the request on its replica, and one
+        that comes while the consumer is busy elsewhere is seen when it asks
+        for the next batch.
         """
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        if tracked.aborted.is_set():
-            await stream.aclose()  # type: ignore[attr-defined]
-            yield [Chunk(finish_reason=ABORT, index=i) for i in range(tracked.n)]
-            self._done(tracked, "aborted")
-            return
-
-        async def pump() -> None:
-            try:
-                async for batch in stream:
-                    queue.put_nowait(batch)
-            except BaseException as exc:  # handed to the consumer
-                queue.put_nowait(exc)
-            finally:
-                queue.put_nowait(_END)
-
-        tracked.queue = queue
-        task = asyncio.ensure_future(pump())
         status = "failed"
         try:
-            while True:
-                item = await queue.get()
-                if item is _END:
+            while not tracked.aborted.is_set():
+                tracked.waiting = asyncio.current_task()
+                try:
+                    batch = await stream.__anext__()
+                except StopAsyncIteration:
                     status = "finished"
                     return
-                if item is _ABORTED:
-                    task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
-                    yield [Chunk(finish_reason=ABORT, index=i) for i in range(tracked.n)]
-                    status = "aborted"
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                if item is not KEEPALIVE_BATCH:
-                    for chunk in item:
+                except asyncio.CancelledError:
+                    if not tracked.aborted.is_set():
+                        raise
+                    _uncancel()
+                    break
+                finally:
+                    tracked.waiting = None
+                if batch is not KEEPALIVE_BATCH:
+                    for chunk in batch:
                         if chunk.text or chunk.reasoning or chunk.tool_calls:
                             tracked.produced += 1
-                yield item
+                yield batch
+            await stream.aclose()  # type: ignore[attr-defined]
+            yield [Chunk(finish_reason=ABORT, index=i) for i in range(tracked.n)]
+            status = "aborted"
         finally:
-            tracked.queue = None
-            if not task.done():
-                task.cancel()
+            await stream.aclose()  # type: ignore[attr-defined]  # no-op once it ended
             self._done(tracked, status)
 
 
-_END = object()
-_ABORTED = object()
+def _uncancel() -> None:
+    """The abort's cancellation is handled here: the task goes on (Python 3.11+ counts cancellations)."""
+    task = asyncio.current_task()
+    uncancel = getattr(task, "uncancel", None)
+    if uncancel is not None:
+        uncancel()
