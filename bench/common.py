@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
 import platform
 import statistics
@@ -88,57 +87,6 @@ def run_loop(coro: Awaitable[Any]) -> Any:
         return uvloop.run(coro)  # type: ignore[arg-type]
     except ImportError:
         return asyncio.run(coro)  # type: ignore[arg-type]
-
-
-# ------------------------------------------------------------------------------------------ xinf side
-
-
-def first_text(choice: dict[str, Any]) -> bool:
-    """A streamed chat choice carrying text (a reasoning model's thoughts count: they are tokens too)."""
-    delta = choice.get("delta") or {}
-    return bool(delta.get("content") or delta.get("reasoning_content"))
-
-
-class OverHttp:
-    """Streamed chat requests to an OpenAI-compatible server, the way a client would send them."""
-
-    def __init__(self, url: str, model: str, tokens: int):
-        import httpx
-
-        self.client = httpx.AsyncClient(
-            base_url=url, timeout=600, limits=httpx.Limits(max_connections=256, max_keepalive_connections=256)
-        )
-        self.model = model
-        self.tokens = tokens
-
-    async def one(self, i: int) -> tuple[int, float]:
-        body = {
-            "model": self.model,
-            "messages": messages(i),
-            "max_tokens": self.tokens,
-            "temperature": 0,
-            "ignore_eos": True,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        start = time.perf_counter()
-        ttft = 0.0
-        produced = 0
-        async with self.client.stream("POST", "/v1/chat/completions", json=body) as response:
-            if response.status_code != 200:
-                raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread()).decode()[:500]}")
-            async for line in response.aiter_lines():
-                if not line.startswith("data: {"):
-                    continue
-                data = json.loads(line[6:])
-                if not ttft and any(first_text(c) for c in data.get("choices") or []):
-                    ttft = time.perf_counter() - start
-                if data.get("usage"):
-                    produced = int(data["usage"]["completion_tokens"])
-        return produced, ttft
-
-    async def close(self) -> None:
-        await self.client.aclose()
 
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen[Any] | None = None) -> float:

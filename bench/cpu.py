@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import OverHttp, Settings, quiet_env, run_loop, say, table
+from bench.client import OverHttp
+from bench.common import Settings, quiet_env, run_loop, say, table
 from bench.engines import module
 
 

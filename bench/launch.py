@@ -24,7 +24,8 @@ from typing import Any
 
 import httpx
 
-from bench.common import Settings, first_text, messages, quiet_env, say
+from bench.client import first_text
+from bench.common import Settings, messages, quiet_env, say
 from bench.engines import first_token_seconds, module
 
 SIDES = ("direct", "cold", "warm")

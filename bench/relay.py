@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.client import Connection, completion_tokens
 from bench.common import quiet_env, run_loop, say, table
 
 SIDES = {"batched": {}, "one token per frame": {"XINF_RELAY_BATCH": "0"}}
@@ -37,39 +38,6 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class Connection:
-    """One keep-alive HTTP/1.1 connection that posts a chat request and reads the chunked reply to its end."""
-
-    def __init__(self, host: str, port: int):
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def post(self, body: bytes) -> bytes:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
-        assert self.reader is not None
-        head = (
-            f"POST /v1/chat/completions HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        )
-        self.writer.write(head.encode() + body)
-        status = await self.reader.readuntil(b"\r\n\r\n")
-        if not status.startswith(b"HTTP/1.1 200"):
-            raise RuntimeError(status.decode(errors="replace"))
-        tail = b""
-        while True:  # chunked transfer encoding: size line, data, CRLF; size 0 ends the reply
-            size = int((await self.reader.readuntil(b"\r\n"))[:-2], 16)
-            data = await self.reader.readexactly(size + 2)
-            if size == 0:
-                return tail
-            tail = (tail + data[:-2])[-4096:]
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 async def load(url: str, uid: str, streams: int, requests: int, tokens: int) -> tuple[int, float]:
@@ -93,9 +61,8 @@ async def load(url: str, uid: str, streams: int, requests: int, tokens: int) -> 
         try:
             while left > 0:
                 left -= 1
-                tail = await connection.post(body)
-                usage = [line for line in tail.split(b"\n\n") if b'"usage":{' in line][-1]
-                produced += json.loads(usage[6:])["usage"]["completion_tokens"]
+                tail, _ = await connection.post("/v1/chat/completions", body)
+                produced += completion_tokens(tail)
         finally:
             connection.close()
 

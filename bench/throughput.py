@@ -3,7 +3,8 @@
 Runs in the engine's interpreter (``python -m bench _child throughput ENGINE``).
 Both sides are up at once: a real ``xinf serve`` with the model launched (the
 client streams chat requests over HTTP: SSE, the server, the replica process
-and its socket) and the engine loaded in this process.  For each round and
+and its socket; the client is ``bench.client``'s, which takes as little of the
+engine's cores as it can) and the engine loaded in this process.  For each round and
 each concurrency the two sides take turns on the same requests, the side that
 goes first alternating from round to round, so that a change in the machine's
 load hits both alike.  Every request writes exactly ``tokens`` tokens.
@@ -15,7 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import OverHttp, Settings, quiet_env, run_batch, run_loop, say
+from bench.client import OverHttp
+from bench.common import Settings, quiet_env, run_batch, run_loop, say
 from bench.engines import module
 
 
