@@ -31,16 +31,24 @@ class Connection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def post(self, path: str, body: bytes, first: Callable[[bytes], bool] | None = None) -> tuple[bytes, float]:
-        """(the reply's last 4 KiB, ``time.perf_counter()`` when ``first`` first held for a chunk, else 0)."""
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
-        assert self.reader is not None
+        """(the reply's last 4 KiB, ``time.perf_counter()`` when ``first`` first held for a chunk, else 0).
+
+        A kept-alive connection the server has closed meanwhile (its idle timeout) is reopened and the request
+        sent again: the server read none of it.
+        """
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
-        )
-        self.writer.write(head.encode() + body)
-        status = await self.reader.readuntil(b"\r\n\r\n")
+        ).encode()
+        reused = self.writer is not None
+        try:
+            status = await self._send(head + body)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.close()
+            if not reused:
+                raise
+            status = await self._send(head + body)
+        assert self.reader is not None
         if not status.startswith(b"HTTP/1.1 200"):
             self.close()
             raise RuntimeError(status.decode(errors="replace"))
@@ -54,6 +62,14 @@ class Connection:
             if first is not None and not when and first(data):
                 when = time.perf_counter()
             tail = (tail + data[:-2])[-4096:]
+
+    async def _send(self, request: bytes) -> bytes:
+        """Write ``request`` (opening the connection if it is closed) and read the reply's status and headers."""
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
+        assert self.reader is not None
+        self.writer.write(request)
+        return await self.reader.readuntil(b"\r\n\r\n")
 
     def close(self) -> None:
         if self.writer is not None:

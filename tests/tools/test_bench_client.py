@@ -18,23 +18,26 @@ from xinf.testing.server import ServerProcess
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with ServerProcess(tmp_path_factory.mktemp("bench-client")) as server:
+    env = {"XINF_KEEPALIVE_TIMEOUT": "0.5"}  # idle connections close soon: the client must reopen them
+    with ServerProcess(tmp_path_factory.mktemp("bench-client"), env=env) as server:
         server.launch(model_name="xinf-test-chat", model_uid="chat", token_delay=0.01)
         yield server
 
 
-def test_streams_count_every_token_on_reused_connections(server: ServerProcess) -> None:
+def test_streams_count_every_token_on_reused_and_reopened_connections(server: ServerProcess) -> None:
     client = OverHttp(server.url, "chat", 7)
 
     async def run() -> tuple[int, list[float], int]:
         sample = await run_batch(client.one, 3, 9)
         connections = len(client.idle)
+        await asyncio.sleep(1.5)  # the server closes the idle connections
+        again = await run_batch(client.one, 3, 3)
         await client.close()
-        return sample.tokens, sample.ttfts, connections
+        return sample.tokens + again.tokens, sample.ttfts + again.ttfts, connections
 
     tokens, ttfts, connections = run_loop(run())
-    assert tokens == 9 * 7
-    assert len(ttfts) == 9 and all(0 < t < 30 for t in ttfts)
+    assert tokens == 12 * 7
+    assert len(ttfts) == 12 and all(0 < t < 30 for t in ttfts)
     assert connections == 3  # one keep-alive connection per request in flight, reused by the next
 
 
