@@ -71,7 +71,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("sections", nargs="*", metavar="SECTION", help=f"any of {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--rounds", type=int, default=3, help="turns each side takes (medians over them)")
+    parser.add_argument("--rounds", type=int, default=7, help="turns each side takes (medians over them)")
     parser.add_argument("--requests", type=int, default=4, help="requests per batch (at least the concurrency)")
     parser.add_argument("--launch-rounds", type=int, default=3)
     parser.add_argument("--startup-rounds", type=int, default=5)
@@ -152,9 +152,10 @@ def report_throughput(results: list[dict[str, Any]]) -> str:
         for row in r["rows"]:
             dr, xr = median(row["direct_rate"]), median(row["xinf_rate"])
             dt, xt = median(row["direct_ttft"]) * 1000, median(row["xinf_ttft"]) * 1000
+            paired = sorted(x / d for x, d in zip(row["xinf_rate"], row["direct_rate"]))  # the turns of one round
             rows.append(
-                (r["label"], r["model"], row["concurrency"], f"{dr:.1f}", f"{xr:.1f}", ratio(xr, dr),
-                 f"{dt:.0f}", f"{xt:.0f}", ratio(xt, dt))
+                (r["label"], r["model"], row["concurrency"], f"{dr:.1f}", f"{xr:.1f}", f"{median(paired):.2f}",
+                 f"{paired[0]:.2f}-{paired[-1]:.2f}", f"{dt:.0f}", f"{xt:.0f}", ratio(xt, dt))
             )  # fmt: skip
     headers = (
         "engine",
@@ -163,11 +164,15 @@ def report_throughput(results: list[dict[str, Any]]) -> str:
         "in-process tok/s",
         "xinf tok/s",
         "xinf/in-process",
+        "rounds' range",
         "in-process TTFT ms",
         "xinf TTFT ms",
         "xinf/in-process",
     )
-    return "Output tokens/s and time to first token (medians)\n\n" + table(headers, rows)
+    title = (
+        "Output tokens/s and time to first token (medians; tokens/s xinf/in-process: the median of each round's ratio)"
+    )
+    return f"{title}\n\n" + table(headers, rows)
 
 
 def report_load(results: list[dict[str, Any]]) -> str:
