@@ -149,3 +149,37 @@ def test_a_cpu_replica_skips_the_warm_up_run_unless_asked(
         assert ("warming up the model" in text) is warms_up
     finally:
         unload(model=model)
+
+
+# A replica stopped right after its load: xllamacpp's Server returns before llama.cpp's main loop starts, and a
+# server destroyed in that gap waited for the loop forever (1 in ~10 cycles here). Run in a child with a timeout so
+# that a hang fails the test instead of freezing the run.
+UNLOAD_RIGHT_AFTER_LOAD = """
+import sys
+import tinymodels
+from xinf.types import ModelSource, ModelSpec, Placement
+from xinf_llamacpp.plugin import load, unload
+
+spec = ModelSpec(name="tiny", format="ggufv2", source=ModelSource(path=str(tinymodels.ensure("gguf-tiny"))))
+for i in range(int(sys.argv[1])):
+    unload(model=load(spec=spec, options={"n_ctx": 256, "n_threads": 1, "verbosity": 0}, placement=Placement()))
+print("unloaded", i + 1, flush=True)
+"""
+
+
+def test_a_model_unloaded_right_after_its_load_stops() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tools = str(Path(__file__).resolve().parents[2] / "tools")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tools, os.environ.get("PYTHONPATH", "")])}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", UNLOAD_RIGHT_AFTER_LOAD, "40"], env=env, capture_output=True, text=True, timeout=60
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"a load followed by an unload hung: {(exc.stdout or b'')[-300:]!r}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "unloaded 40" in done.stdout

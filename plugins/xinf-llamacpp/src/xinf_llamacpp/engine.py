@@ -90,7 +90,32 @@ class LlamaCppModel:
         for stop in list(self.running):
             stop.set()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.server is not None:
+            self._wait_for_loop()
         self.server = None
+
+    def _wait_for_loop(self) -> None:
+        """Return once llama.cpp's main loop runs, so that the server can be destroyed.
+
+        xllamacpp's ``Server`` returns before its thread enters llama.cpp's
+        main loop, and that loop sets itself running as it starts: a server
+        destroyed in between (a replica stopped right after its load) has its
+        stop overwritten and waits for the loop forever.  ``/slots`` is
+        answered by the loop, so an answer means it runs (a server launched
+        with ``endpoint_slots: false`` refuses it at once, proving nothing: it
+        gets a short pause instead).
+        """
+        import time
+        import urllib.request
+
+        url = f"{self.server.listening_address}/slots"
+        headers = {"Authorization": f"Bearer {self.http_key}"} if self.http_key else {}
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1: never a proxy
+        try:
+            with opener.open(urllib.request.Request(url, headers=headers), timeout=10):
+                return
+        except (OSError, ValueError):
+            time.sleep(0.1)
 
     # ------------------------------------------------------------ requests
 
