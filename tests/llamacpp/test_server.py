@@ -6,6 +6,7 @@ model runs 1 thread per replica and a small context, for a shared 2-core box.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -45,6 +46,28 @@ def test_launch_reports_two_ready_replicas_on_llamacpp(server: ServerProcess, sm
     assert model["model_engine"] == "llama.cpp"
     assert model["model_format"] == "ggufv2"
     assert [r["status"] for r in model["replicas"]] == ["ready", "ready"]
+
+
+def replica_env(server: ServerProcess, uid: str, name: str) -> list[str | None]:
+    """``name`` in each replica process's environment, as it started (/proc)."""
+    values: list[str | None] = []
+    for replica in server.http.get(f"/v1/models/{uid}").json()["replicas"]:
+        entries = Path(f"/proc/{replica['pid']}/environ").read_bytes().split(b"\0")
+        found = [e.split(b"=", 1)[1].decode() for e in entries if e.startswith(name.encode() + b"=")]
+        values.append(found[0] if found else None)
+    return values
+
+
+def test_replicas_start_with_the_plugins_variables_unless_the_launch_sets_them(
+    server: ServerProcess, smol: str
+) -> None:
+    expected = os.environ.get("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")  # the server's own value wins
+    assert replica_env(server, smol, "GLIBC_TUNABLES") == [expected, expected]
+    uid = server.launch(model_name="smollm2-instruct", model_uid="own-tunables", envs={"GLIBC_TUNABLES": ""}, **SMALL)
+    try:
+        assert replica_env(server, uid, "GLIBC_TUNABLES") == [""]
+    finally:
+        server.http.delete(f"/v1/models/{uid}").raise_for_status()
 
 
 def test_chat_knows_the_capital_of_france(server: ServerProcess, client: openai.OpenAI, smol: str) -> None:

@@ -19,8 +19,10 @@ are enabled (``XINFERENCE_ENABLE_VIRTUAL_ENV``), such a launch runs its
 replicas in an environment holding them (``xinf.virtualenv``).  It may also
 declare ``WARM_IMPORTS: list[str]``: modules a warm-pool worker imports before
 it is given a launch (``xinf.warmpool``), so a launch costs the model's load and
-not the engine library's import.  The guide for plugin authors is
-docs/plugins.md.
+not the engine library's import, and ``REPLICA_ENV: dict[str, str]``: variables
+its replica processes start with unless the server's environment or the
+launch's ``envs`` set them (what must be set before the process starts).
+The guide for plugin authors is docs/plugins.md.
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ class ModelManager:
             if info is None or not info.ok:
                 log.warning("XINF_WARM_POOL_ENGINES: engine %r is not installed here; no pool for it", engine)
                 continue
-            self.pool.open(engine)
+            self.pool.open(engine, self.plugins.replica_env(engine))
 
     def get(self, uid: str) -> RunningModel:
         model = self.models.get(uid)
@@ -307,8 +307,9 @@ class ModelManager:
         return env
 
     def _replica_env(self, model: RunningModel, pl: Any, *, base: dict[str, str]) -> dict[str, str]:
-        """``base`` plus the model's ``envs``, the devices it may see, and unbuffered output."""
-        env = {**base, **(model.request.envs or {})}
+        """``base`` plus the model's ``envs``, its engine's ``REPLICA_ENV`` where neither sets the variable, the
+        devices it may see, and unbuffered output."""
+        env = {**self.plugins.replica_env(model.engine), **base, **(model.request.envs or {})}
         if pl.node in self.gpu_nodes or pl.devices:  # a CPU replica on a GPU machine sees no GPU
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in pl.devices)
         env.setdefault("PYTHONUNBUFFERED", "1")

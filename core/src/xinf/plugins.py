@@ -109,6 +109,11 @@ class PluginHost:
 
     # ------------------------------------------------------------ asking
 
+    def replica_env(self, engine: str) -> dict[str, str]:
+        """The variables ``engine``'s plugin asks its replica processes to start with (its ``REPLICA_ENV``)."""
+        plugin = self.pm.get_plugin(engine)
+        return {str(k): str(v) for k, v in (getattr(plugin, "REPLICA_ENV", None) or {}).items()}
+
     @property
     def working(self) -> list[str]:
         return sorted(name for name, info in self.engines.items() if info.ok)

@@ -118,11 +118,12 @@ class WarmPool:
 
     # ------------------------------------------------------------ launches
 
-    def open(self, engine: str, python: str = sys.executable) -> None:
-        """Start a pool for ``engine`` before its first launch (``XINF_WARM_POOL_ENGINES``)."""
+    def open(self, engine: str, engine_env: dict[str, str] | None = None, python: str = sys.executable) -> None:
+        """Start a pool for ``engine`` before its first launch (``XINF_WARM_POOL_ENGINES``); ``engine_env``: its
+        plugin's ``REPLICA_ENV``, under the server's own environment as a launch has it."""
         key = (python, engine)
         if key not in self.profiles:
-            self.profiles[key] = profile(self.base_env(), self.default_cores())
+            self.profiles[key] = profile({**(engine_env or {}), **self.base_env()}, self.default_cores())
         self.refill()
 
     def take(self, python: str, engine: str, env: dict[str, str], cores_: list[int]) -> Worker | None:
