@@ -16,6 +16,7 @@ that goes first rotating by round.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
 import time
@@ -24,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from bench.client import first_text
+from bench.client import Connection, has_text
 from bench.common import Settings, messages, quiet_env, say
 from bench.engines import first_token_seconds, module
 
@@ -34,19 +35,26 @@ SIDES = ("direct", "cold", "warm")
 def xinf_first_token(server: Any, uid: str, body: dict[str, Any]) -> tuple[float, float]:
     """(seconds until the launch returned, seconds until the first token).
 
-    The client is made before the clock starts (making one costs 20-80 ms here, mostly its TLS context): the
-    engine alone has no client to make.
+    The request goes out on ``bench.client``'s bare connection: the engine alone has no client to make (an httpx
+    client costs 20-80 ms here, mostly its TLS context).
     """
     request = {"model": uid, "messages": messages(0), "max_tokens": 4, "ignore_eos": True, "stream": True}
-    with httpx.Client(base_url=server.url, timeout=600) as client:
-        start = time.monotonic()
-        server.launch(model_uid=uid, **body)
-        launched = time.monotonic() - start
-        with client.stream("POST", "/v1/chat/completions", json=request) as response:
-            for line in response.iter_lines():
-                if line.startswith("data: {") and any(first_text(c) for c in json.loads(line[6:]).get("choices") or []):
-                    return launched, time.monotonic() - start
-    raise RuntimeError(f"{uid}: no token")
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+
+    async def first_token() -> float:
+        connection = Connection(host, int(port))
+        try:
+            return (await connection.post("/v1/chat/completions", json.dumps(request).encode(), has_text))[1]
+        finally:
+            connection.close()
+
+    start = time.perf_counter()
+    server.launch(model_uid=uid, **body)
+    launched = time.perf_counter() - start
+    first = asyncio.run(first_token())
+    if not first:
+        raise RuntimeError(f"{uid}: no token")
+    return launched, first - start
 
 
 def pool_idle(server: Any, engine: str) -> bool:
